@@ -1,0 +1,28 @@
+//! The `genesis` binary: parse, set up tracing, run.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = genesis::Config::parse();
+    pgflow_core::telemetry::init_tracing("info");
+    let result = async {
+        let shutdown =
+            pgflow_core::shutdown::shutdown_token().context("installing signal handlers")?;
+        genesis::run(config, shutdown)
+            .await
+            .context("genesis failed")
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", pgflow_core::error::report(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The `pgflow` admin command line: argument parsing and dispatch. The
+//! binary's `main` only parses, sets up tracing and calls [`run`].
+
+mod output;
+mod up;
+
+use std::io::Read;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::client::Pgflow;
+use crate::error::{Error, Result};
+use crate::message::OutgoingMessage;
+use crate::queue_config::{DeliveryKind, QueueConfig, RetryPolicy};
+use crate::queue_name::QueueName;
+
+/// Administer pgflow durable PostgreSQL queues.
+#[derive(Debug, Parser)]
+#[command(name = "pgflow", version, about, long_about = None)]
+pub struct Cli {
+    /// PostgreSQL URL (falls back to DATABASE_URL).
+    #[arg(
+        long,
+        env = "PGFLOW_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the queue schema and the design's 16 queues.
+    Init,
+    /// List queues with depth, in flight, delayed, DLQ size and throughput.
+    Queues,
+    /// Statistics of one queue.
+    Stats {
+        /// Queue name.
+        queue: String,
+    },
+    /// Live messages of a queue, in claim order.
+    Pending {
+        /// Queue name.
+        queue: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Send one message (JSON text, or `-` to read it from stdin).
+    Send(SendArgs),
+    /// The dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// The archive of processed messages.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+    /// Queue settings.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Run the system locally: a private PostgreSQL when no URL is given,
+    /// migrations, and a live view of the queues until Ctrl-C.
+    Up(up::UpArgs),
+}
+
+/// Arguments of `pgflow send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Queue name.
+    pub queue: String,
+    /// The payload as JSON, or `-` for stdin.
+    #[arg(value_name = "JSON")]
+    pub payload: String,
+    /// Message type (default: the payload's "type" field, else "message").
+    #[arg(long = "type")]
+    pub msg_type: Option<String>,
+    /// Priority (higher first).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i16,
+    /// Delay before the message becomes visible, e.g. `500ms`, `10s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
+    /// Address the message to one instance.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Trace id to carry (default: a new one).
+    #[arg(long)]
+    pub trace_id: Option<Uuid>,
+}
+
+/// `pgflow dlq ...`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters, newest first.
+    List {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Put a dead letter back on its queue.
+    Retry {
+        /// The message id.
+        id: Uuid,
+    },
+    /// Delete dead letters.
+    Purge {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+    },
+}
+
+/// `pgflow archive ...`
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Delete archived messages older than the retention.
+    Prune {
+        /// Override every queue's retention, e.g. `7d`, `12h`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+    },
+}
+
+/// `pgflow queue ...`
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Create a queue (or update its settings).
+    Create {
+        /// Queue name.
+        name: String,
+        /// competing, targeted or broadcast.
+        #[arg(long, default_value = "competing")]
+        delivery: String,
+        /// Retries after the first attempt.
+        #[arg(long, default_value_t = 3)]
+        max_retries: u32,
+        /// Base retry delay in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        retry_delay_ms: u32,
+        /// Lease length of a claim, e.g. `30s`.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        visibility_timeout: Duration,
+        /// How long processed messages are archived (`0s`: not at all).
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        retention: Duration,
+    },
+    /// Show a queue's settings.
+    Show {
+        /// Queue name.
+        name: String,
+    },
+}
+
+/// Resolves the database URL from the flag / PGFLOW_DATABASE_URL, then DATABASE_URL.
+pub fn database_url(flag: Option<&str>) -> Option<String> {
+    flag.map(str::to_string)
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|u| !u.is_empty())
+}
+
+fn require_url(url: Option<String>) -> Result<String> {
+    url.ok_or_else(|| {
+        Error::Config(
+            "no database URL: pass --database-url or set PGFLOW_DATABASE_URL \
+             (or run `pgflow up` to start a private PostgreSQL)"
+                .into(),
+        )
+    })
+}
+
+fn read_payload(arg: &str) -> Result<String> {
+    if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        Ok(s)
+    } else {
+        Ok(arg.to_string())
+    }
+}
+
+/// Runs one command. `shutdown` ends long-running commands (`up`).
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
+    let url = database_url(cli.database_url.as_deref());
+    match cli.command {
+        Command::Up(args) => up::run(url, &args, cli.json, shutdown).await,
+        command => run_admin(&require_url(url)?, command, cli.json).await,
+    }
+}
+
+async fn run_admin(url: &str, command: Command, json: bool) -> Result<()> {
+    let pg = Pgflow::connect(url).await?;
+    if !matches!(command, Command::Init) {
+        pg.check_schema().await?;
+    }
+    let result = admin_command(&pg, command, json).await;
+    pg.close().await;
+    result
+}
+
+async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> {
+    match command {
+        Command::Init => {
+            pg.migrate().await?;
+            let n = pg.list_queue_configs().await?.len();
+            output::done(json, &format!("schema is up to date; {n} queues"), n as u64)
+        }
+        Command::Queues => output::queues(json, &pg.list_queues().await?),
+        Command::Stats { queue } => {
+            let q = QueueName::new(queue)?;
+            output::queues(json, &[pg.get_queue_stats(&q).await?])
+        }
+        Command::Pending { queue, limit } => {
+            let q = QueueName::new(queue)?;
+            output::pending(json, &pg.list_pending_messages(&q, limit).await?)
+        }
+        Command::Send(args) => {
+            let q = QueueName::new(&args.queue)?;
+            let text = read_payload(&args.payload)?;
+            let payload: serde_json::Value = serde_json::from_str(&text)?;
+            let msg_type = args
+                .msg_type
+                .clone()
+                .or_else(|| {
+                    payload
+                        .get("type")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "message".into());
+            let mut msg = OutgoingMessage::new(msg_type, payload)
+                .priority(args.priority)
+                .source("pgflow-cli");
+            if let Some(d) = args.delay {
+                msg = msg.delay(d);
+            }
+            if let Some(t) = args.target {
+                msg = msg.target(t);
+            }
+            if let Some(t) = args.trace_id {
+                msg = msg.trace_id(t);
+            }
+            let id = pg.send_with_notify(&q, msg).await?;
+            output::sent(json, id)
+        }
+        Command::Dlq(DlqCommand::List { queue, limit }) => {
+            let q = queue.map(QueueName::new).transpose()?;
+            output::dlq(json, &pg.list_dlq_messages(q.as_ref(), limit).await?)
+        }
+        Command::Dlq(DlqCommand::Retry { id }) => {
+            pg.retry_dlq_message(id).await?;
+            output::done(json, &format!("message {id} is back on its queue"), 1)
+        }
+        Command::Dlq(DlqCommand::Purge { queue }) => {
+            let q = queue.map(QueueName::new).transpose()?;
+            let n = pg.purge_dlq(q.as_ref()).await?;
+            output::done(json, &format!("purged {n} dead letters"), n)
+        }
+        Command::Archive(ArchiveCommand::Prune { older_than }) => {
+            let n = pg.prune_archive(older_than).await?;
+            output::done(json, &format!("pruned {n} archived messages"), n)
+        }
+        Command::Queue(QueueCommand::Create {
+            name,
+            delivery,
+            max_retries,
+            retry_delay_ms,
+            visibility_timeout,
+            retention,
+        }) => {
+            let cfg = QueueConfig::new(QueueName::new(name)?)
+                .delivery(DeliveryKind::parse(&delivery)?)
+                .retry(RetryPolicy {
+                    max_retries,
+                    base_delay_ms: retry_delay_ms,
+                    ..RetryPolicy::default()
+                })
+                .visibility_timeout(visibility_timeout)
+                .archive_retention(retention);
+            pg.create_queue(&cfg).await?;
+            output::queue_config(json, &cfg)
+        }
+        Command::Queue(QueueCommand::Show { name }) => {
+            let cfg = pg.queue_config(&QueueName::new(name)?).await?;
+            output::queue_config(json, &cfg)
+        }
+        Command::Up(_) => Err(Error::Config("`up` is not an admin command".into())),
+    }
+}

@@ -1,0 +1,191 @@
+//! [`Pgflow`]: the handle to a queue database. Its operations live in the
+//! submodules: sending, claiming, settling (ack / nack / lease), the
+//! dead-letter queue, and administration (stats, pending, archive pruning).
+
+mod admin;
+mod claim;
+mod coalesce;
+mod dlq;
+mod send;
+mod settle;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use sqlx::{ConnectOptions, Connection};
+
+use crate::error::{Error, Result};
+use crate::message::DEFAULT_MAX_PAYLOAD_BYTES;
+
+pub use admin::{MessageSummary, QueueStats};
+pub use claim::ClaimOptions;
+pub use dlq::DlqMessage;
+pub use settle::{AckReport, Failure, NackOutcome};
+
+/// The LISTEN/NOTIFY channel on which senders announce new work. The payload
+/// is the queue name only (never message data: NOTIFY payloads are capped).
+pub const NOTIFY_CHANNEL: &str = "pgflow";
+
+/// The migrations of the queue schema (and of the services' schemas).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Options of a [`Pgflow`] handle.
+#[derive(Debug, Clone)]
+pub struct PgflowOptions {
+    /// Largest connection pool.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// Largest payload accepted by `send` (serialized JSON bytes).
+    pub max_payload_bytes: usize,
+    /// Name given to connections (`application_name`), shown in `pg_stat_activity`.
+    pub application_name: String,
+}
+
+impl Default for PgflowOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            application_name: "pgflow".into(),
+        }
+    }
+}
+
+/// A handle to the queue database: cheap to clone, shares one pool.
+#[derive(Debug, Clone)]
+pub struct Pgflow {
+    pool: PgPool,
+    options: Arc<PgflowOptions>,
+    coalescer: Arc<OnceLock<coalesce::Coalescer>>,
+}
+
+impl Pgflow {
+    /// Connects with default options.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, PgflowOptions::default()).await
+    }
+
+    /// Connects with `options`; an unreachable server gives [`Error::Unreachable`].
+    pub async fn connect_with(url: &str, options: PgflowOptions) -> Result<Self> {
+        let connect: PgConnectOptions = url
+            .parse()
+            .map_err(|e| Error::Config(format!("invalid database URL {}: {e}", redact_url(url))))?;
+        let connect = connect.application_name(&options.application_name);
+        // One direct attempt first: it reports the real cause (refused,
+        // auth, unknown database) where a pool would only say "timed out".
+        let unreachable = |source| Error::Unreachable {
+            url: redact_url(url),
+            source,
+        };
+        let probe = tokio::time::timeout(options.acquire_timeout, connect.connect())
+            .await
+            .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
+            .map_err(unreachable)?;
+        probe.close().await.ok();
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        Ok(Self::from_pool(pool, options))
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool, options: PgflowOptions) -> Self {
+        Self {
+            pool,
+            options: Arc::new(options),
+            coalescer: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The connection pool (for a caller's own transactions).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &PgflowOptions {
+        &self.options
+    }
+
+    /// Applies all pending migrations (idempotent; concurrent callers are
+    /// serialised by sqlx's advisory lock).
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Checks that every migration this binary knows has been applied,
+    /// without changing anything (for services that do not own the schema).
+    pub async fn check_schema(&self) -> Result<()> {
+        let applied: Vec<i64> = match sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        {
+            Ok(v) => v,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+                return Err(Error::SchemaMissing("no migrations applied".into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let missing: Vec<i64> = MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::SchemaMissing(format!(
+                "migrations {missing:?} not applied"
+            )))
+        }
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Removes the password from a connection URL for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.find('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

@@ -1,0 +1,213 @@
+//! Sending: one message, a batch in one statement, with or without a
+//! NOTIFY, and inside the caller's own transaction.
+
+use sqlx::PgConnection;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::coalesce::SendRequest;
+use super::{Pgflow, NOTIFY_CHANNEL};
+use crate::error::{Error, Result};
+use crate::message::OutgoingMessage;
+use crate::queue_name::QueueName;
+
+/// One multi-row INSERT from parallel arrays. `ON CONFLICT DO NOTHING`
+/// makes re-sending a message id (a spool replay) idempotent while it is live.
+const INSERT_SQL: &str = r#"
+WITH q AS (SELECT queue_name FROM pgflow.queues WHERE queue_name = $1),
+ins AS (
+    INSERT INTO pgflow.messages
+        (id, queue_name, target, priority, msg_type, schema_version, trace_id, source, payload, visible_at)
+    SELECT u.id, q.queue_name, u.target, u.priority, u.msg_type, u.schema_version, u.trace_id,
+           u.source, u.payload,
+           CASE WHEN u.delay_ms > 0 THEN now() + u.delay_ms * interval '1 millisecond' ELSE now() END
+      FROM q,
+           unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::int4[], $7::uuid[],
+                  $8::text[], $9::jsonb[], $10::float8[])
+               WITH ORDINALITY AS u(id, target, priority, msg_type, schema_version, trace_id,
+                                    source, payload, delay_ms, ord)
+     ORDER BY u.ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted
+"#;
+
+/// The same, followed by one NOTIFY for the whole batch (delivered at commit).
+const INSERT_NOTIFY_SQL: &str = r#"
+WITH q AS (SELECT queue_name FROM pgflow.queues WHERE queue_name = $1),
+ins AS (
+    INSERT INTO pgflow.messages
+        (id, queue_name, target, priority, msg_type, schema_version, trace_id, source, payload, visible_at)
+    SELECT u.id, q.queue_name, u.target, u.priority, u.msg_type, u.schema_version, u.trace_id,
+           u.source, u.payload,
+           CASE WHEN u.delay_ms > 0 THEN now() + u.delay_ms * interval '1 millisecond' ELSE now() END
+      FROM q,
+           unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::int4[], $7::uuid[],
+                  $8::text[], $9::jsonb[], $10::float8[])
+               WITH ORDINALITY AS u(id, target, priority, msg_type, schema_version, trace_id,
+                                    source, payload, delay_ms, ord)
+     ORDER BY u.ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted,
+       pg_notify($11, $1)::text AS notified
+"#;
+
+impl Pgflow {
+    /// Sends one message; returns its id. Concurrent calls on this handle
+    /// share INSERT statements (see `coalesce`); the call returns once the
+    /// message is committed.
+    pub async fn send(&self, queue: &QueueName, msg: OutgoingMessage) -> Result<Uuid> {
+        self.send_one(queue, msg, false).await
+    }
+
+    /// Sends one message and wakes listening consumers (one NOTIFY per statement).
+    pub async fn send_with_notify(&self, queue: &QueueName, msg: OutgoingMessage) -> Result<Uuid> {
+        self.send_one(queue, msg, true).await
+    }
+
+    async fn send_one(
+        &self,
+        queue: &QueueName,
+        msg: OutgoingMessage,
+        notify: bool,
+    ) -> Result<Uuid> {
+        msg.validate(self.options.max_payload_bytes)?;
+        let id = msg.message_id();
+        let coalescer = self.coalescer.get_or_init(|| {
+            super::coalesce::Coalescer::start(self.pool.clone(), self.options.max_payload_bytes)
+        });
+        let (reply, rx) = oneshot::channel();
+        let fallback = msg.clone();
+        let req = SendRequest {
+            queue: queue.clone(),
+            msg,
+            notify,
+            reply,
+        };
+        if coalescer.submit(req) {
+            if let Ok(res) = rx.await {
+                return res.map(|()| id);
+            }
+        }
+        // The flushers are gone (their runtime ended): send directly.
+        // Re-sending the same id is idempotent.
+        self.send_batch_inner(queue, std::slice::from_ref(&fallback), notify)
+            .await?;
+        Ok(id)
+    }
+
+    /// Sends many messages in one statement (FIFO in slice order).
+    pub async fn send_batch(
+        &self,
+        queue: &QueueName,
+        msgs: &[OutgoingMessage],
+    ) -> Result<Vec<Uuid>> {
+        self.send_batch_inner(queue, msgs, false).await
+    }
+
+    /// Sends many messages in one statement and issues one NOTIFY.
+    pub async fn send_batch_with_notify(
+        &self,
+        queue: &QueueName,
+        msgs: &[OutgoingMessage],
+    ) -> Result<Vec<Uuid>> {
+        self.send_batch_inner(queue, msgs, true).await
+    }
+
+    async fn send_batch_inner(
+        &self,
+        queue: &QueueName,
+        msgs: &[OutgoingMessage],
+        notify: bool,
+    ) -> Result<Vec<Uuid>> {
+        let mut conn = self.pool.acquire().await?;
+        insert_messages(
+            &mut conn,
+            queue,
+            msgs,
+            notify,
+            self.options.max_payload_bytes,
+        )
+        .await
+    }
+
+    /// Sends on the caller's connection, typically inside its transaction
+    /// (`&mut *tx`): the messages become visible, and the NOTIFY fires, only
+    /// when that transaction commits, together with the caller's own writes.
+    pub async fn send_in_tx(
+        &self,
+        conn: &mut PgConnection,
+        queue: &QueueName,
+        msgs: &[OutgoingMessage],
+        notify: bool,
+    ) -> Result<Vec<Uuid>> {
+        insert_messages(conn, queue, msgs, notify, self.options.max_payload_bytes).await
+    }
+}
+
+/// One multi-row INSERT of `msgs` into `queue` on `conn`.
+pub(crate) async fn insert_messages(
+    conn: &mut PgConnection,
+    queue: &QueueName,
+    msgs: &[OutgoingMessage],
+    notify: bool,
+    max_payload_bytes: usize,
+) -> Result<Vec<Uuid>> {
+    {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = msgs.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut targets = Vec::with_capacity(n);
+        let mut priorities = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut traces = Vec::with_capacity(n);
+        let mut sources = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        let mut delays = Vec::with_capacity(n);
+        for m in msgs {
+            m.validate(max_payload_bytes)?;
+            ids.push(m.id);
+            targets.push(m.target.clone().unwrap_or_default());
+            priorities.push(m.priority);
+            types.push(m.msg_type.clone());
+            versions.push(m.schema_version);
+            traces.push(m.trace_id);
+            sources.push(m.source.clone());
+            payloads.push(m.payload.clone());
+            delays.push(m.delay.as_secs_f64() * 1000.0);
+        }
+        let sql = if notify {
+            INSERT_NOTIFY_SQL
+        } else {
+            INSERT_SQL
+        };
+        let mut q = sqlx::query_as::<_, (i64, i64)>(sql)
+            .bind(queue.as_str())
+            .bind(&ids)
+            .bind(&targets)
+            .bind(&priorities)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&traces)
+            .bind(&sources)
+            .bind(&payloads)
+            .bind(&delays);
+        if notify {
+            q = q.bind(NOTIFY_CHANNEL);
+        }
+        let (queue_exists, inserted) = q.fetch_one(&mut *conn).await?;
+        if queue_exists == 0 {
+            return Err(Error::UnknownQueue(queue.to_string()));
+        }
+        if (inserted as usize) < n {
+            tracing::debug!(queue = %queue, duplicates = n - inserted as usize, "send skipped message ids that are already queued");
+        }
+        Ok(ids)
+    }
+}

@@ -1,0 +1,131 @@
+//! The error type of the queue library and its `Result` alias.
+
+use uuid::Uuid;
+
+/// A `Result` whose error is [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `pgflow-core`.
+///
+/// Variants name the problem and, where there is one, the fix; callers
+/// match on them (for example a runtime treats [`Error::LeaseLost`] as "someone
+/// else owns this message now" and never retries it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A queue name that may not reach SQL.
+    #[error("invalid queue name {name:?}: {reason} (use 1-63 lowercase letters, digits or '_', starting with a letter)")]
+    InvalidQueueName {
+        /// The name as given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The queue does not exist in `pgflow.queues`.
+    #[error("unknown queue {0:?} (list queues with `pgflow queues`; create it with `pgflow queue create {0}`)")]
+    UnknownQueue(String),
+    /// A payload larger than the configured limit.
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Serialized size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A payload that is not valid JSON, or that does not decode into the requested type.
+    #[error("invalid JSON payload: {0}")]
+    InvalidJson(#[from] serde_json::Error),
+    /// A message field that is out of range (priority, type name, ...).
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// The lease of a claimed message expired or was taken over by another
+    /// claim: the ack / nack / extension was refused and nothing changed.
+    #[error("lease lost for message {id}: it expired or the message was claimed again; nothing was changed")]
+    LeaseLost {
+        /// The message id.
+        id: Uuid,
+    },
+    /// A row that was looked up by id does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// What was looked up ("DLQ message", ...).
+        what: &'static str,
+        /// Its id.
+        id: Uuid,
+    },
+    /// The database could not be reached.
+    #[error("cannot connect to PostgreSQL at {url}: {source} (is the server running? check --database-url / PGFLOW_DATABASE_URL)")]
+    Unreachable {
+        /// The URL with its password removed.
+        url: String,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The schema is missing or older than this binary.
+    #[error("database schema is not initialised or out of date: {0} (run `pgflow init`)")]
+    SchemaMissing(String),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A private PostgreSQL cluster could not be created or controlled.
+    #[error("local PostgreSQL: {0}")]
+    LocalPostgres(String),
+    /// Invalid configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An I/O error (spool files, temp directories).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// True when the error means the database is (probably temporarily)
+    /// unavailable: connection refused or reset, pool timeout, server shutting down.
+    pub fn is_connection(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Database(e) => is_connection_error(e),
+            _ => false,
+        }
+    }
+}
+
+/// True when a driver error is a lost or refused connection rather than a
+/// problem with the statement.
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            // admin_shutdown, crash_shutdown, cannot_connect_now, connection_failure
+            Some("57P01")
+                | Some("57P02")
+                | Some("57P03")
+                | Some("08006")
+                | Some("08001")
+                | Some("08003")
+        ),
+        _ => false,
+    }
+}
+
+/// Renders an error and its sources on one line, leaving out a source whose
+/// text the message before it already contains.
+pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

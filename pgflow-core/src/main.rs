@@ -1,0 +1,27 @@
+//! `pgflow`: the admin command line of the durable queue.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use pgflow_core::cli::{run, Cli};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    pgflow_core::telemetry::init_tracing("warn");
+    let result = async {
+        let shutdown =
+            pgflow_core::shutdown::shutdown_token().context("installing signal handlers")?;
+        run(cli, shutdown).await.map_err(anyhow::Error::from)
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", pgflow_core::error::report(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the queue against a real PostgreSQL: each test
+//! creates its own database (see `pgflow_core::testing`).
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod concurrency;
+mod durability;
+mod fencing;
+mod monitoring;
+mod retry_dlq;
+mod send_claim;
+mod support;

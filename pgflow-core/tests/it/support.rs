@@ -1,0 +1,50 @@
+//! Helpers shared by the tests.
+
+use pgflow_core::testing::TestDb;
+use pgflow_core::{OutgoingMessage, Pgflow, QueueConfig, QueueName, RetryPolicy};
+use uuid::Uuid;
+
+/// A fresh migrated database.
+pub async fn db() -> TestDb {
+    TestDb::new().await.expect("test database")
+}
+
+/// Creates a competing queue `name` with `max_retries` and a 1000 ms base delay.
+pub async fn queue(pg: &Pgflow, name: &str, max_retries: u32) -> QueueName {
+    let q = QueueName::new(name).expect("queue name");
+    pg.create_queue(&QueueConfig::new(q.clone()).retry(RetryPolicy {
+        max_retries,
+        ..RetryPolicy::default()
+    }))
+    .await
+    .expect("create queue");
+    q
+}
+
+/// A message `{"n": n}` of type `test`.
+pub fn msg(n: i64) -> OutgoingMessage {
+    OutgoingMessage::new("test", serde_json::json!({ "n": n }))
+}
+
+/// The `n` field of a payload.
+pub fn n_of(p: &serde_json::Value) -> i64 {
+    p["n"].as_i64().expect("n")
+}
+
+/// Expires the lease of message `id` by back-dating it (no sleeping).
+pub async fn expire_lease(pg: &Pgflow, id: Uuid) {
+    let n = sqlx::query(
+        "UPDATE pgflow.messages SET visible_at = now() - interval '1 millisecond' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(pg.pool())
+    .await
+    .expect("back-date")
+    .rows_affected();
+    assert_eq!(n, 1, "message {id} not found to back-date");
+}
+
+/// Makes a message waiting for a retry visible now (back-dating the backoff).
+pub async fn skip_backoff(pg: &Pgflow, id: Uuid) {
+    expire_lease(pg, id).await;
+}

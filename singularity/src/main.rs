@@ -1,0 +1,28 @@
+//! The `singularity` binary: parse, set up tracing, run.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = singularity::Config::parse();
+    pgflow_core::telemetry::init_tracing("info");
+    let result = async {
+        let shutdown =
+            pgflow_core::shutdown::shutdown_token().context("installing signal handlers")?;
+        singularity::run(config, shutdown)
+            .await
+            .context("singularity failed")
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", pgflow_core::error::report(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}

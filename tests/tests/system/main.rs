@@ -1,0 +1,5 @@
+//! Tests spanning the binaries: each service starts against a real
+//! database, reports ready, and shuts down cleanly on SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+mod services;
