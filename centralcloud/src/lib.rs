@@ -1,10 +1,11 @@
 //! The centralcloud service. So far it connects to the queue database, checks
-//! the schema, reports ready and waits for shutdown. Later issues add its
+//! the schema, serves the ops endpoints (`/healthz`, `/readyz`, `/metrics`),
+//! reports ready and waits for shutdown. Later issues add its
 //! consumers and producers.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use pgflow_core::service::{self, DatabaseArgs};
+use pgflow_core::service::{DatabaseArgs, HttpArgs, ServiceRuntime};
 use tokio_util::sync::CancellationToken;
 
 /// Command-line configuration of centralcloud (every flag has an environment fallback).
@@ -18,13 +19,16 @@ pub struct Config {
     /// Database settings.
     #[command(flatten)]
     pub db: DatabaseArgs,
+    /// Ops HTTP server and metrics settings.
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> pgflow_core::Result<()> {
-    let pg = service::connect("centralcloud", &config.db).await?;
-    service::announce_ready("centralcloud", "instance=centralcloud");
-    service::run_until_shutdown(pg, shutdown).await;
+    let rt = ServiceRuntime::start("centralcloud", &config.db, &config.http, shutdown).await?;
+    rt.announce_ready("instance=centralcloud");
+    rt.run_until_shutdown().await;
     tracing::info!("centralcloud stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 mod backend;
 mod report;
+mod runtime;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -69,10 +70,43 @@ pub struct BenchArgs {
     /// Write the results into this Markdown file (between bench markers).
     #[arg(long)]
     pub write: Option<PathBuf>,
+    /// Which benchmarks: the queue against pgmq, the consumer runtime, or both.
+    #[arg(long, value_enum, default_value_t = Suite::All)]
+    pub suite: Suite,
+    /// Messages in the runtime end-to-end run.
+    #[arg(long, default_value_t = 100_000)]
+    pub runtime_messages: u64,
+    /// Workers of the runtime end-to-end run.
+    #[arg(long, default_value_t = 32)]
+    pub runtime_workers: usize,
+    /// Internal: run as the consumer process of the runtime run.
+    #[arg(long, hide = true)]
+    pub child_consume: Option<u64>,
+}
+
+/// Which benchmarks to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Both.
+    All,
+    /// The queue against pgmq.
+    Queue,
+    /// The consumer runtime.
+    Runtime,
 }
 
 /// Runs every scenario and reports.
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if let Some(n) = args.child_consume {
+        let url = args
+            .database_url
+            .as_deref()
+            .ok_or_else(|| Error::Config("--child-consume needs --database-url".into()))?;
+        let pg = Pgflow::connect(url).await?;
+        let r = runtime::child_consume(&pg, n, args.runtime_workers).await;
+        pg.close().await;
+        return r;
+    }
     let (server_url, local) = match &args.database_url {
         Some(u) => (u.clone(), None),
         None => {
@@ -107,7 +141,21 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     .await?;
     pg.migrate().await?;
     let env = report::Environment::read(&pg, &args, local.is_some()).await?;
-    let figures = scenarios::run_all(&pg, &args).await;
+    let figures = async {
+        let mut f = if args.suite == Suite::Runtime {
+            report::Figures::default()
+        } else {
+            scenarios::run_all(&pg, &args).await?
+        };
+        let runtime = if args.suite == Suite::Queue {
+            Vec::new()
+        } else {
+            runtime::run_all(&pg, &url, &args).await?
+        };
+        f.runtime = runtime;
+        Ok::<_, Error>(f)
+    }
+    .await;
     pg.close().await;
     admin
         .pool()
@@ -116,11 +164,26 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     admin.close().await;
     drop(local);
     let figures = figures?;
-    let text = report::render(&env, &figures);
-    println!("{text}");
-    if let Some(path) = &args.write {
-        report::write_into(path, &text)?;
-        eprintln!("results written to {}", path.display());
+    for (rows_present, text, marker) in [
+        (
+            !figures.rows.is_empty(),
+            report::render(&env, &figures),
+            "bench",
+        ),
+        (
+            !figures.runtime.is_empty(),
+            report::render_runtime(&env, &figures.runtime),
+            "bench-runtime",
+        ),
+    ] {
+        if !rows_present {
+            continue;
+        }
+        println!("{text}");
+        if let Some(path) = &args.write {
+            report::write_into(path, &text, marker)?;
+            eprintln!("results written to {}", path.display());
+        }
     }
     Ok(())
 }

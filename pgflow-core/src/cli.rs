@@ -1,8 +1,11 @@
 //! The `pgflow` admin command line: argument parsing and dispatch. The
 //! binary's `main` only parses, sets up tracing and calls [`run`].
 
+mod consume;
 mod output;
 mod up;
+
+pub use consume::EXEC_RETRY_STATUS;
 
 use std::io::Read;
 use std::time::Duration;
@@ -71,6 +74,9 @@ pub enum Command {
     /// Run the system locally: a private PostgreSQL when no URL is given,
     /// migrations, and a live view of the queues until Ctrl-C.
     Up(up::UpArgs),
+    /// Consume a queue: print each handled message as a JSON line (or run
+    /// a command per message with `--exec`); stops on Ctrl-C after draining.
+    Consume(consume::ConsumeArgs),
 }
 
 /// Arguments of `pgflow send`.
@@ -196,6 +202,13 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
     let url = database_url(cli.database_url.as_deref());
     match cli.command {
         Command::Up(args) => up::run(url, &args, cli.json, shutdown).await,
+        Command::Consume(args) => {
+            let pg = Pgflow::connect(&require_url(url)?).await?;
+            pg.check_schema().await?;
+            let result = consume::run(&pg, args, shutdown).await;
+            pg.close().await;
+            result
+        }
         command => run_admin(&require_url(url)?, command, cli.json).await,
     }
 }
@@ -296,6 +309,8 @@ async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> 
             let cfg = pg.queue_config(&QueueName::new(name)?).await?;
             output::queue_config(json, &cfg)
         }
-        Command::Up(_) => Err(Error::Config("`up` is not an admin command".into())),
+        Command::Up(_) | Command::Consume(_) => Err(Error::Config(
+            "`up` and `consume` are not admin commands".into(),
+        )),
     }
 }

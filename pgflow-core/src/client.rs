@@ -8,6 +8,7 @@ mod coalesce;
 mod dlq;
 mod send;
 mod settle;
+mod subscribers;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,9 +21,10 @@ use crate::error::{Error, Result};
 use crate::message::DEFAULT_MAX_PAYLOAD_BYTES;
 
 pub use admin::{MessageSummary, QueueStats};
-pub use claim::ClaimOptions;
+pub use claim::{ClaimOptions, MAX_CLAIM_BATCH};
 pub use dlq::DlqMessage;
 pub use settle::{AckReport, Failure, NackOutcome};
+pub use subscribers::Subscriber;
 
 /// The LISTEN/NOTIFY channel on which senders announce new work. The payload
 /// is the queue name only (never message data: NOTIFY payloads are capped).

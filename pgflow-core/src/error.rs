@@ -80,6 +80,48 @@ pub enum Error {
     /// An I/O error (spool files, temp directories).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The ops HTTP server (`/healthz`, `/readyz`, `/metrics`, `/status`)
+    /// could not bind its address.
+    #[error("cannot bind the ops HTTP server to {addr}: {source} (choose another address with --http-addr / PGFLOW_HTTP_ADDR; port 0 picks a free port)")]
+    HttpBind {
+        /// The address that was refused.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Prometheus metrics recorder could not be installed.
+    #[error("cannot install the Prometheus metrics recorder: {0}")]
+    Metrics(String),
+    /// The outage spool is full: this message was refused (neither sent nor
+    /// spooled); everything spooled before it is kept.
+    #[error(
+        "outage spool {dir} is full ({messages} messages, {bytes} bytes waiting; limits are \
+         {max_messages} messages and {max_bytes} bytes): the message was refused and nothing \
+         already spooled was dropped (restore the connection to PostgreSQL so the spool drains, \
+         or raise SpoolConfig::max_messages / max_bytes)"
+    )]
+    SpoolFull {
+        /// The spool directory.
+        dir: std::path::PathBuf,
+        /// Messages waiting in the spool.
+        messages: usize,
+        /// Bytes those messages take on disk.
+        bytes: u64,
+        /// The message limit (`SpoolConfig::max_messages`).
+        max_messages: usize,
+        /// The byte limit (`SpoolConfig::max_bytes`).
+        max_bytes: u64,
+    },
+    /// Reading or writing a file of the outage spool failed.
+    #[error("outage spool file {path}: {source}")]
+    Spool {
+        /// The file (or directory).
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

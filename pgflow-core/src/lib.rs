@@ -37,23 +37,27 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod consumer;
 pub mod delivery;
 pub mod error;
 pub mod local_pg;
 pub mod message;
+pub mod ops;
 pub mod queue_config;
 pub mod queue_name;
 pub mod service;
 pub mod shutdown;
+pub mod spool;
 pub mod telemetry;
 pub mod testing;
 
 pub use client::{
     AckReport, ClaimOptions, DlqMessage, Failure, MessageSummary, NackOutcome, Pgflow,
-    PgflowOptions, QueueStats, MIGRATOR, NOTIFY_CHANNEL,
+    PgflowOptions, QueueStats, Subscriber, MIGRATOR, NOTIFY_CHANNEL,
 };
 pub use delivery::{Delivery, Receipt};
 pub use error::{Error, Result};
 pub use message::{priority, MessageType, OutgoingMessage};
 pub use queue_config::{DeliveryKind, QueueConfig, RetryPolicy};
 pub use queue_name::QueueName;
+pub use spool::{Published, Publisher, SpoolConfig};

@@ -1,13 +1,34 @@
 //! What every service binary does around its own work: connect to the
-//! queue database, check that the schema is migrated, announce readiness
-//! with one line on stdout, and run until shutdown is requested.
+//! queue database, check that the schema is migrated, serve the ops
+//! endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`), sample queue
+//! depths into gauges, announce readiness with one line on stdout, and run
+//! until shutdown is requested.
+//!
+//! A service's `run` is, in short:
+//!
+//! ```no_run
+//! # async fn run(db: pgflow_core::service::DatabaseArgs, http: pgflow_core::service::HttpArgs,
+//! #              shutdown: tokio_util::sync::CancellationToken) -> pgflow_core::Result<()> {
+//! use pgflow_core::service::ServiceRuntime;
+//! let rt = ServiceRuntime::start("genesis", &db, &http, shutdown).await?;
+//! rt.announce_ready("instance=genesis"); // prints `genesis ready instance=genesis http=127.0.0.1:40123`
+//! rt.run_until_shutdown().await;
+//! # Ok(()) }
+//! ```
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{redact_url, Pgflow, PgflowOptions};
 use crate::error::Result;
+use crate::ops::{self, OpsState};
+
+/// How long [`ServiceRuntime::stop`] waits for its background tasks (the
+/// ops server lets requests in progress finish) before aborting them.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Connection settings shared by the services (flags with env fallbacks).
 #[derive(Debug, Clone, clap::Args)]
@@ -18,6 +39,33 @@ pub struct DatabaseArgs {
     /// Largest connection pool.
     #[arg(long, env = "PGFLOW_POOL_SIZE", default_value_t = 10)]
     pub pool_size: u32,
+}
+
+/// Settings of the ops HTTP server and the metrics it serves.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Address of the ops HTTP server (/healthz, /readyz, /metrics, /status).
+    /// Loopback unless configured; port 0 picks a free port (the ready line
+    /// shows the bound address). In containers use 0.0.0.0:8080.
+    #[arg(long, env = "PGFLOW_HTTP_ADDR", default_value = "127.0.0.1:0")]
+    pub http_addr: SocketAddr,
+    /// How often queue depths are sampled into the pgflow_queue_* gauges, in milliseconds.
+    #[arg(
+        long,
+        env = "PGFLOW_DEPTH_SAMPLE_MS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(10..)
+    )]
+    pub depth_sample_interval_ms: u64,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            depth_sample_interval_ms: ops::depth::DEFAULT_INTERVAL.as_millis() as u64,
+        }
+    }
 }
 
 /// Connects as `service` and checks the schema.
@@ -46,4 +94,121 @@ pub fn announce_ready(service: &str, detail: &str) {
 pub async fn run_until_shutdown(pg: Pgflow, shutdown: CancellationToken) {
     shutdown.cancelled().await;
     pg.close().await;
+}
+
+/// A connected service with its ops server, depth sampler and metrics
+/// upkeep running. Built by [`ServiceRuntime::start`]; dropping it stops the
+/// background tasks (without waiting for them).
+#[derive(Debug)]
+pub struct ServiceRuntime {
+    service: String,
+    pg: Pgflow,
+    ops: OpsState,
+    http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks_stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ServiceRuntime {
+    /// Installs the metrics recorder, connects as `service` and checks the
+    /// schema, then starts the ops server on `http.http_addr`, the queue
+    /// depth sampler and the recorder's upkeep. The service is not ready
+    /// until [`ServiceRuntime::announce_ready`] (or [`ServiceRuntime::set_ready`]).
+    pub async fn start(
+        service: &str,
+        db: &DatabaseArgs,
+        http: &HttpArgs,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
+        let metrics = ops::install_recorder()?;
+        let pg = connect(service, db).await?;
+        let ops = OpsState::new(metrics.clone()).with_database(pg.clone());
+        let tasks_stop = shutdown.child_token();
+        let (http_addr, server) =
+            ops::serve(http.http_addr, ops.clone(), tasks_stop.clone()).await?;
+        let sampler = ops::spawn_depth_sampler(
+            pg.clone(),
+            Duration::from_millis(http.depth_sample_interval_ms),
+            tasks_stop.clone(),
+        );
+        let upkeep = ops::prometheus::spawn_upkeep(
+            metrics,
+            ops::prometheus::DEFAULT_UPKEEP_INTERVAL,
+            tasks_stop.clone(),
+        );
+        Ok(Self {
+            service: service.to_string(),
+            pg,
+            ops,
+            http_addr,
+            shutdown,
+            tasks_stop,
+            tasks: vec![server, sampler, upkeep],
+        })
+    }
+
+    /// The database handle.
+    pub fn pgflow(&self) -> &Pgflow {
+        &self.pg
+    }
+
+    /// The ops state (readiness flag, `/status` provider).
+    pub fn ops(&self) -> &OpsState {
+        &self.ops
+    }
+
+    /// The address the ops server is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The process's shutdown token.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Sets the readiness flag behind `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ops.set_ready(ready);
+    }
+
+    /// Marks the service ready and prints `<service> ready <detail> http=<addr>`.
+    pub fn announce_ready(&self, detail: &str) {
+        self.set_ready(true);
+        let detail = if detail.is_empty() {
+            format!("http={}", self.http_addr)
+        } else {
+            format!("{detail} http={}", self.http_addr)
+        };
+        announce_ready(&self.service, &detail);
+    }
+
+    /// Waits for shutdown, then [`ServiceRuntime::stop`]s.
+    pub async fn run_until_shutdown(self) {
+        self.shutdown.cancelled().await;
+        self.stop().await;
+    }
+
+    /// Marks the service not ready, stops the ops server, the sampler and
+    /// the upkeep (waiting up to 5 s for requests in progress), then closes
+    /// the pool.
+    pub async fn stop(mut self) {
+        self.set_ready(false);
+        self.tasks_stop.cancel();
+        let tasks = std::mem::take(&mut self.tasks);
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        let joined = tokio::time::timeout(STOP_GRACE, futures_util::future::join_all(tasks)).await;
+        if joined.is_err() {
+            tracing::warn!(grace = ?STOP_GRACE, "ops tasks did not stop in time; aborting them");
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
+        }
+        self.pg.close().await;
+    }
+}
+
+impl Drop for ServiceRuntime {
+    fn drop(&mut self) {
+        self.tasks_stop.cancel();
+    }
 }

@@ -1,7 +1,9 @@
 //! Test support shared by every package's integration tests: a database
 //! server (the one `PGFLOW_DATABASE_URL` / `DATABASE_URL` names when it is
 //! reachable, else one private cluster per test process) and a fresh,
-//! migrated database per test, so tests run in parallel without sharing state.
+//! migrated database per test, so tests run in parallel without sharing state;
+//! plus [`wait_for`] (poll a condition with a deadline) and [`http_get`] (a
+//! minimal HTTP GET for the ops endpoints).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -198,9 +200,109 @@ where
     }
 }
 
+/// A response read by [`http_get`].
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (chunked encoding removed), decoded as UTF-8 lossily.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` from `addr` over a plain TCP connection (HTTP/1.1 with
+/// `Connection: close`), reading the whole response; fails after 10 s.
+/// Enough for the ops endpoints in tests, not a general HTTP client.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    use std::io::{Error as IoError, ErrorKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, IoError>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| {
+            IoError::new(
+                ErrorKind::TimedOut,
+                format!("GET {path} from {addr} timed out"),
+            )
+        })??;
+    let bad = |what: &str| IoError::new(ErrorKind::InvalidData, format!("GET {path}: {what}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("malformed chunked body"))?;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..eol]).ok()?;
+        let size_text = size_text.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{dechunk, with_database};
+
+    #[test]
+    fn decodes_chunked_bodies() {
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").as_deref(),
+            Some(&b"abcde"[..])
+        );
+        assert_eq!(dechunk(b"5\r\nab"), None);
+    }
 
     #[test]
     fn replaces_database_name() {

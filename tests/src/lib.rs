@@ -1,8 +1,10 @@
 //! Harness for tests that span the binaries: find the built service
 //! binaries, spawn them against a test database, wait for their ready
-//! line, and stop them with a signal (zero-to-production's `spawn_app`).
+//! line, talk to their ops HTTP server, and stop them with a signal
+//! (zero-to-production's `spawn_app`).
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,6 +32,25 @@ pub fn bin_path(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+pub use pgflow_core::testing::{http_get, HttpResponse};
+
+/// The ops server address a ready line announces (`... http=127.0.0.1:40123`);
+/// panics with the line when there is none.
+pub fn http_addr_of(ready_line: &str) -> SocketAddr {
+    ready_line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no http=<addr> in ready line {ready_line:?}"))
+}
+
+/// `GET path` from a service's ops server; panics when the request fails.
+pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http_get(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
 }
 
 /// A running service process with its output lines.

@@ -68,6 +68,8 @@ impl Row {
 pub struct Figures {
     /// The rows in run order.
     pub rows: Vec<Row>,
+    /// The consumer runtime's rows.
+    pub runtime: Vec<Row>,
 }
 
 /// Where and how the run was made.
@@ -195,15 +197,85 @@ pub fn render(env: &Environment, f: &Figures) -> String {
     s
 }
 
-const BEGIN: &str = "<!-- bench:begin -->";
-const END: &str = "<!-- bench:end -->";
+fn table(s: &mut String, rows: &[Row]) {
+    s.push_str("| scenario | queue | messages | seconds | msg/s | latency p50 / p99 (ms) |\n|---|---|---:|---:|---:|---|\n");
+    for r in rows {
+        let lat = r
+            .latencies
+            .iter()
+            .map(|(w, p50, p99)| format!("{w}: {p50:.2} / {p99:.2}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.0} | {} |\n",
+            r.scenario,
+            r.backend,
+            r.messages,
+            r.secs,
+            r.rate(),
+            lat
+        ));
+    }
+}
 
-/// Replaces the text between the bench markers of `path` (appends them if missing).
-pub fn write_into(path: &Path, text: &str) -> Result<()> {
+/// Renders the consumer runtime's results as Markdown.
+pub fn render_runtime(env: &Environment, rows: &[Row]) -> String {
+    let mut s = String::from("### Environment\n\n");
+    for l in &env.lines {
+        s.push_str(&format!("- {l}\n"));
+    }
+    s.push_str("\n### Results\n\n");
+    table(&mut s, rows);
+    s.push_str("\n### Against the targets\n\n");
+    let mut check = |what: String, ok: bool| {
+        s.push_str(&format!("- {} {what}\n", if ok { "✅" } else { "❌" }));
+    };
+    for r in rows {
+        if r.scenario.starts_with("runtime e2e") {
+            check(
+                format!("runtime e2e: {:.0} msg/s (target ≥ 20,000)", r.rate()),
+                r.rate() >= 20_000.0,
+            );
+            if let Some(mb) = r
+                .scenario
+                .split("peak RSS ")
+                .nth(1)
+                .and_then(|x| x.split(' ').next())
+                .and_then(|x| x.parse::<f64>().ok())
+            {
+                check(
+                    format!("consumer process peak RSS {mb:.1} MB (target ≤ 50 MB)"),
+                    mb <= 50.0,
+                );
+            }
+        }
+        if r.scenario.starts_with("send_with_notify") {
+            if let Some((_, p50, p99)) = r.latencies.first() {
+                check(
+                    format!("notify → handler p50 {p50:.2} ms (target ≤ 3 ms)"),
+                    *p50 <= 3.0,
+                );
+                check(
+                    format!("notify → handler p99 {p99:.2} ms (target ≤ 25 ms)"),
+                    *p99 <= 25.0,
+                );
+            }
+        }
+        if r.scenario.starts_with("seeds' scenario") {
+            check(format!("{}: {:.2} s", r.scenario, r.secs), true);
+        }
+    }
+    s
+}
+
+/// Replaces the text between the `marker` markers of `path` (appends them if missing).
+pub fn write_into(path: &Path, text: &str, marker: &str) -> Result<()> {
+    let begin = format!("<!-- {marker}:begin -->");
+    let end = format!("<!-- {marker}:end -->");
     let old = std::fs::read_to_string(path).unwrap_or_default();
-    let block = format!("{BEGIN}\n{text}\n{END}");
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{}{}", &old[..b], block, &old[e + END.len()..]),
+    let block = format!("{begin}\n{text}\n{end}");
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{}{}", &old[..b], block, &old[e + end.len()..]),
         _ => format!("{old}\n{block}\n"),
     };
     std::fs::write(path, new)?;

@@ -124,6 +124,27 @@ impl Pgflow {
         Ok(())
     }
 
+    /// Sets the retry policy of an existing queue (a consumer configured
+    /// with `max_retries` / `retry_delay_ms` applies its settings this way).
+    pub async fn set_retry_policy(&self, queue: &QueueName, retry: &RetryPolicy) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE pgflow.queues
+                SET max_retries = $2, retry_delay_ms = $3, retry_max_delay_ms = $4
+              WHERE queue_name = $1",
+        )
+        .bind(queue.as_str())
+        .bind(retry.max_retries.min(1000) as i32)
+        .bind(retry.base_delay_ms.min(i32::MAX as u32) as i32)
+        .bind(retry.max_delay_ms.min(i32::MAX as u32) as i32)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(Error::UnknownQueue(queue.to_string()));
+        }
+        Ok(())
+    }
+
     /// The settings of one queue; [`Error::UnknownQueue`] if it does not exist.
     pub async fn queue_config(&self, queue: &QueueName) -> Result<QueueConfig> {
         let row: Option<QueueRow> = sqlx::query_as(

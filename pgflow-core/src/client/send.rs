@@ -11,49 +11,60 @@ use crate::error::{Error, Result};
 use crate::message::OutgoingMessage;
 use crate::queue_name::QueueName;
 
-/// One multi-row INSERT from parallel arrays. `ON CONFLICT DO NOTHING`
-/// makes re-sending a message id (a spool replay) idempotent while it is live.
-const INSERT_SQL: &str = r#"
-WITH q AS (SELECT queue_name FROM pgflow.queues WHERE queue_name = $1),
-ins AS (
+/// The shared body of the send statements: one multi-row INSERT from
+/// parallel arrays. `ON CONFLICT DO NOTHING` makes re-sending a message id
+/// (a spool replay) idempotent while it is live. On a broadcast queue a
+/// message without a target becomes one copy per live subscriber, addressed
+/// to it, with an id derived from the message id and the subscriber (so a
+/// replay stays idempotent there too).
+macro_rules! insert_cte {
+    () => {
+        r#"
+WITH q AS (
+    SELECT queue_name, delivery = 'broadcast' AS fan_out, subscriber_ttl_ms
+      FROM pgflow.queues WHERE queue_name = $1
+), u AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::int4[], $7::uuid[],
+                         $8::text[], $9::jsonb[], $10::float8[])
+        WITH ORDINALITY AS u(id, target, priority, msg_type, schema_version, trace_id,
+                             source, payload, delay_ms, ord)
+), subs AS (
+    SELECT s.subscriber
+      FROM pgflow.subscribers s JOIN q ON s.queue_name = q.queue_name
+     WHERE q.fan_out AND s.last_seen > now() - q.subscriber_ttl_ms * interval '1 millisecond'
+), r AS (
+    SELECT u.*, u.id AS row_id, u.target AS row_target
+      FROM u, q WHERE NOT (q.fan_out AND u.target = '')
+    UNION ALL
+    SELECT u.*, md5(u.id::text || '/' || subs.subscriber)::uuid, subs.subscriber
+      FROM u, q, subs WHERE q.fan_out AND u.target = ''
+), ins AS (
     INSERT INTO pgflow.messages
         (id, queue_name, target, priority, msg_type, schema_version, trace_id, source, payload, visible_at)
-    SELECT u.id, q.queue_name, u.target, u.priority, u.msg_type, u.schema_version, u.trace_id,
-           u.source, u.payload,
-           CASE WHEN u.delay_ms > 0 THEN now() + u.delay_ms * interval '1 millisecond' ELSE now() END
-      FROM q,
-           unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::int4[], $7::uuid[],
-                  $8::text[], $9::jsonb[], $10::float8[])
-               WITH ORDINALITY AS u(id, target, priority, msg_type, schema_version, trace_id,
-                                    source, payload, delay_ms, ord)
-     ORDER BY u.ord
+    SELECT r.row_id, q.queue_name, r.row_target, r.priority, r.msg_type, r.schema_version,
+           r.trace_id, r.source, r.payload,
+           CASE WHEN r.delay_ms > 0 THEN now() + r.delay_ms * interval '1 millisecond' ELSE now() END
+      FROM r, q
+     ORDER BY r.ord, r.row_target
     ON CONFLICT (id) DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted
-"#;
+"#
+    };
+}
+
+/// Sends without a NOTIFY.
+const INSERT_SQL: &str = concat!(
+    insert_cte!(),
+    "SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted"
+);
 
 /// The same, followed by one NOTIFY for the whole batch (delivered at commit).
-const INSERT_NOTIFY_SQL: &str = r#"
-WITH q AS (SELECT queue_name FROM pgflow.queues WHERE queue_name = $1),
-ins AS (
-    INSERT INTO pgflow.messages
-        (id, queue_name, target, priority, msg_type, schema_version, trace_id, source, payload, visible_at)
-    SELECT u.id, q.queue_name, u.target, u.priority, u.msg_type, u.schema_version, u.trace_id,
-           u.source, u.payload,
-           CASE WHEN u.delay_ms > 0 THEN now() + u.delay_ms * interval '1 millisecond' ELSE now() END
-      FROM q,
-           unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::int4[], $7::uuid[],
-                  $8::text[], $9::jsonb[], $10::float8[])
-               WITH ORDINALITY AS u(id, target, priority, msg_type, schema_version, trace_id,
-                                    source, payload, delay_ms, ord)
-     ORDER BY u.ord
-    ON CONFLICT (id) DO NOTHING
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted,
-       pg_notify($11, $1)::text AS notified
-"#;
+const INSERT_NOTIFY_SQL: &str = concat!(
+    insert_cte!(),
+    "SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted,
+       pg_notify($11, $1)::text AS notified"
+);
 
 impl Pgflow {
     /// Sends one message; returns its id. Concurrent calls on this handle

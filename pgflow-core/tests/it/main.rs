@@ -4,9 +4,13 @@
 
 mod cli;
 mod concurrency;
+mod consumer;
+mod delivery_kinds;
 mod durability;
 mod fencing;
 mod monitoring;
+mod ops;
 mod retry_dlq;
 mod send_claim;
+mod spool;
 mod support;

@@ -2,4 +2,5 @@
 //! database, reports ready, and shuts down cleanly on SIGTERM.
 #![allow(clippy::unwrap_used)]
 
+mod consumer_kill;
 mod services;

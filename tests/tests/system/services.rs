@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use pgflow_core::testing::TestDb;
-use system_tests::Service;
+use pgflow_core::testing::{wait_for, TestDb};
+use system_tests::{get, http_addr_of, Service};
 
 const SERVICES: &[(&str, &[&str])] = &[
     ("singularity", &["--instance-id", "singularity_2"]),
@@ -15,19 +15,82 @@ const SERVICES: &[(&str, &[&str])] = &[
 async fn every_service_starts_reports_ready_and_exits_zero_on_sigterm() {
     let t = TestDb::new().await.unwrap();
     for (name, args) in SERVICES {
-        let mut s = Service::spawn(name, args, &[("PGFLOW_DATABASE_URL", &t.url)]);
+        let mut s = Service::spawn(
+            name,
+            args,
+            &[
+                ("PGFLOW_DATABASE_URL", &t.url),
+                ("PGFLOW_DEPTH_SAMPLE_MS", "200"),
+            ],
+        );
         let line = s
             .wait_for_line(&format!("{name} ready"), Duration::from_secs(30))
             .await;
         if *name == "singularity" {
             assert!(line.contains("instance=singularity_2"), "{line}");
         }
+        let addr = http_addr_of(&line);
+        assert!(addr.ip().is_loopback(), "{name} binds {addr} by default");
+
+        let r = get(addr, "/healthz").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{name}");
+        let r = get(addr, "/readyz").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ready"), "{name}");
+        // The depth sampler's first sample may land just after the ready line.
+        let metrics = wait_for(
+            &format!("{name}'s depth gauges"),
+            Duration::from_secs(15),
+            || async {
+                let r = get(addr, "/metrics").await;
+                (r.status == 200 && r.body.contains("pgflow_queue_depth{")).then_some(r)
+            },
+        )
+        .await;
+        assert!(
+            metrics
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("text/plain; version=0.0.4")),
+            "{name}: {:?}",
+            metrics.headers
+        );
+        assert!(
+            metrics
+                .body
+                .contains(r#"pgflow_queue_depth{queue="proposals_for_consensus_queue"} 0"#),
+            "{name}: {}",
+            metrics.body
+        );
+
         assert_eq!(
             s.terminate(Duration::from_secs(15)).await,
             Some(0),
             "{name}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_taken_http_address_fails_with_the_flag_to_change() {
+    let t = TestDb::new().await.unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut s = Service::spawn(
+        "genesis",
+        &[],
+        &[("PGFLOW_DATABASE_URL", &t.url), ("PGFLOW_HTTP_ADDR", &addr)],
+    );
+    let line = s
+        .wait_for_line("PGFLOW_HTTP_ADDR", Duration::from_secs(30))
+        .await;
+    assert!(
+        line.contains(&addr) && line.contains("--http-addr"),
+        "{line}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(15), s.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
 }
 
 #[tokio::test]

@@ -1,0 +1,165 @@
+//! How one consumer runs: the knobs of seeds 000 and 003
+//! (`workers`, `batch_size`, `poll_interval_ms`, `timeout_ms`,
+//! `max_retries`, `retry_delay_ms`, `enable_parallel_processing`,
+//! `max_parallel_workers`) plus the instance identity for targeted and
+//! broadcast queues.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::queue_config::RetryPolicy;
+use crate::queue_name::QueueName;
+
+/// Settings of one consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerConfig {
+    /// Queue consumed.
+    pub queue: QueueName,
+    /// Handlers running at once when `parallel` is on (`max_parallel_workers`,
+    /// the seeds' `workers`). Default 4.
+    pub workers: usize,
+    /// `enable_parallel_processing`: off means strictly one message at a
+    /// time, in queue order. Default on.
+    pub parallel: bool,
+    /// Largest claim (`batch_size`); a claim never exceeds the free worker
+    /// slots either. Default 10.
+    pub batch_size: usize,
+    /// Polling fallback when no NOTIFY arrives (`poll_interval_ms`). Default 1 s.
+    pub poll_interval: Duration,
+    /// Time a handler may run for one message (`timeout_ms`); past it the
+    /// attempt counts as a retryable failure. Default 30 s.
+    pub timeout: Duration,
+    /// Lease = `timeout + lease_margin`, so a live handler never loses its
+    /// lease before its timeout. Default 5 s.
+    pub lease_margin: Duration,
+    /// This instance's name: targeted queues deliver the messages addressed
+    /// to it; broadcast queues register it as a subscriber.
+    pub instance: Option<String>,
+    /// Time in-flight handlers get to finish at shutdown before their
+    /// leases are released. Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// Retry policy (`max_retries`, `retry_delay_ms`) written to the queue at
+    /// start; `None` keeps the queue's own.
+    pub retry: Option<RetryPolicy>,
+}
+
+impl ConsumerConfig {
+    /// The defaults of seed 000 for `queue`.
+    pub fn new(queue: QueueName) -> Self {
+        Self {
+            queue,
+            workers: 4,
+            parallel: true,
+            batch_size: 10,
+            poll_interval: Duration::from_millis(1000),
+            timeout: Duration::from_millis(30_000),
+            lease_margin: Duration::from_secs(5),
+            instance: None,
+            shutdown_timeout: Duration::from_secs(10),
+            retry: None,
+        }
+    }
+
+    /// Sets `max_parallel_workers`.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Sets `enable_parallel_processing`.
+    pub fn parallel(mut self, on: bool) -> Self {
+        self.parallel = on;
+        self
+    }
+
+    /// Sets `batch_size`.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Sets `poll_interval_ms`.
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+
+    /// Sets `timeout_ms`.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Sets the instance name (targeted / broadcast queues).
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
+        self
+    }
+
+    /// Sets the shutdown timeout.
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Sets `max_retries` / `retry_delay_ms` for the queue.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Worker slots actually used: `workers`, or 1 when parallel is off.
+    pub fn slots(&self) -> usize {
+        if self.parallel {
+            self.workers
+        } else {
+            1
+        }
+    }
+
+    /// The lease taken per claim.
+    pub fn lease(&self) -> Duration {
+        self.timeout + self.lease_margin
+    }
+
+    /// Checks the settings; the error names the bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| {
+            Err(Error::Config(format!(
+                "consumer of {}: {what}",
+                self.queue.as_str()
+            )))
+        };
+        if self.workers == 0 || self.workers > 10_000 {
+            return bad("workers must be 1-10000");
+        }
+        if self.batch_size == 0 || self.batch_size > crate::client::MAX_CLAIM_BATCH {
+            return bad("batch_size must be 1-10000");
+        }
+        if self.poll_interval.is_zero() {
+            return bad("poll_interval must be > 0");
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout must be > 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_seed_000() {
+        let c = ConsumerConfig::new(QueueName::new("q").unwrap());
+        assert_eq!((c.workers, c.batch_size, c.parallel), (4, 10, true));
+        assert_eq!(c.poll_interval, Duration::from_millis(1000));
+        assert_eq!(c.timeout, Duration::from_millis(30_000));
+        assert_eq!(c.slots(), 4);
+        assert_eq!(c.clone().parallel(false).slots(), 1);
+        assert!(c.validate().is_ok());
+        assert!(c.clone().workers(0).validate().is_err());
+        assert!(c.batch_size(0).validate().is_err());
+    }
+}

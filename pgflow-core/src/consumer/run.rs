@@ -1,0 +1,216 @@
+//! The fetch loop of one consumer: claim at most the free worker slots,
+//! hand each message to a worker, sleep until woken, polled or cancelled;
+//! at shutdown drain in-flight work within the timeout and release the rest.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::completer;
+use super::config::ConsumerConfig;
+use super::state::ConsumerState;
+use super::worker::{execute, HandlerKind, InFlight, WorkerCtx};
+use crate::client::{ClaimOptions, Pgflow};
+use crate::error::{report, Error, Result};
+use crate::queue_config::DeliveryKind;
+
+/// Consecutive failed claims after which the loop gives up and lets the
+/// supervisor restart it (connection errors never count: they only back off).
+const MAX_CLAIM_ERRORS: u32 = 5;
+/// How often a broadcast subscriber refreshes its liveness.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// What the supervisor hands to one run of the loop.
+pub(crate) struct Consumer {
+    pub pg: Pgflow,
+    pub cfg: Arc<ConsumerConfig>,
+    pub handler: HandlerKind,
+    pub state: Arc<ConsumerState>,
+    pub wake: Arc<Notify>,
+    pub delivery: DeliveryKind,
+}
+
+/// The claim target for a queue of `kind` consumed as `instance`.
+pub(crate) fn claim_target(cfg: &ConsumerConfig, kind: DeliveryKind) -> Result<Option<String>> {
+    match kind {
+        DeliveryKind::Competing => Ok(None),
+        DeliveryKind::Targeted | DeliveryKind::Broadcast => match &cfg.instance {
+            Some(i) => Ok(Some(i.clone())),
+            None => Err(Error::Config(format!(
+                "queue {} uses {} delivery: the consumer needs an instance name (set INSTANCE_ID / ConsumerConfig::instance)",
+                cfg.queue.as_str(),
+                kind.as_str()
+            ))),
+        },
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+impl Consumer {
+    /// Runs until `shutdown`; an `Err` asks the supervisor for a restart.
+    pub(crate) async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let cfg = self.cfg.clone();
+        let target = claim_target(&cfg, self.delivery)?;
+        if let Some(retry) = &cfg.retry {
+            self.pg.set_retry_policy(&cfg.queue, retry).await?;
+        }
+        let heartbeat = match (self.delivery, &target) {
+            (DeliveryKind::Broadcast, Some(me)) => {
+                self.pg.register_subscriber(&cfg.queue, me).await?;
+                Some(tokio::spawn(heartbeat(
+                    self.pg.clone(),
+                    cfg.clone(),
+                    me.clone(),
+                    shutdown.child_token(),
+                )))
+            }
+            _ => None,
+        };
+        let opts = ClaimOptions {
+            visibility_timeout: Some(cfg.lease()),
+            target,
+        };
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let completer = tokio::spawn(completer::run(self.pg.clone(), done_rx, self.state.clone()));
+        let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
+        let ctx = WorkerCtx {
+            pg: self.pg.clone(),
+            handler: self.handler.clone(),
+            timeout: cfg.timeout,
+            state: self.state.clone(),
+            done: done_tx,
+            in_flight: in_flight.clone(),
+        };
+        let slots = Arc::new(Semaphore::new(cfg.slots()));
+        let mut tasks = JoinSet::new();
+        let result = self
+            .fetch_loop(&opts, &ctx, &slots, &mut tasks, &shutdown)
+            .await;
+
+        // Drain: let running handlers finish within the timeout.
+        let drained = tokio::time::timeout(cfg.shutdown_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            let left: Vec<_> = in_flight
+                .lock()
+                .map(|m| m.values().copied().collect())
+                .unwrap_or_default();
+            self.state.in_flight_delta(-(left.len() as i64));
+            match self.pg.release(&left).await {
+                Ok(ids) => tracing::warn!(
+                    queue = %cfg.queue, released = ids.len(),
+                    "shutdown timeout: unfinished messages released for redelivery"
+                ),
+                Err(e) => tracing::error!(
+                    queue = %cfg.queue, error = %report(&e),
+                    "shutdown timeout: could not release unfinished messages; they are delivered again when their leases expire"
+                ),
+            }
+        }
+        drop(ctx);
+        let _ = completer.await;
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        result
+    }
+
+    async fn fetch_loop(
+        &self,
+        opts: &ClaimOptions,
+        ctx: &WorkerCtx,
+        slots: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let mut backoff = Duration::from_millis(100);
+        let mut errors = 0u32;
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                p = slots.clone().acquire_owned() => p.map_err(|_| Error::Config("worker slots closed".into()))?,
+            };
+            let mut permits = vec![first];
+            while permits.len() < cfg.batch_size {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.state.polled();
+            let want = permits.len();
+            let claimed = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = self.pg.claim_with(&cfg.queue, want, opts) => r,
+            };
+            let batch = match claimed {
+                Ok(b) => b,
+                Err(e) => {
+                    drop(permits);
+                    if !e.is_connection() {
+                        errors += 1;
+                        if errors >= MAX_CLAIM_ERRORS {
+                            return Err(e);
+                        }
+                    }
+                    tracing::warn!(queue = %cfg.queue, error = %report(&e), retry_in = ?backoff, "claim failed");
+                    if !sleep_or_cancel(backoff, shutdown).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            errors = 0;
+            let full = batch.len() == want;
+            if !batch.is_empty() {
+                metrics::counter!("pgflow_claimed_total", "queue" => cfg.queue.to_string())
+                    .increment(batch.len() as u64);
+            }
+            if let Ok(mut m) = ctx.in_flight.lock() {
+                for d in &batch {
+                    m.insert(d.id, d.receipt());
+                }
+            }
+            for d in batch {
+                let Some(permit) = permits.pop() else { break };
+                tasks.spawn(execute(ctx.clone(), d, permit));
+            }
+            drop(permits);
+            if !full {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(cfg.poll_interval) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a broadcast subscriber live.
+async fn heartbeat(pg: Pgflow, cfg: Arc<ConsumerConfig>, me: String, stop: CancellationToken) {
+    while sleep_or_cancel(HEARTBEAT, &stop).await {
+        if let Err(e) = pg.register_subscriber(&cfg.queue, &me).await {
+            tracing::warn!(queue = %cfg.queue, subscriber = %me, error = %report(&e), "subscriber heartbeat failed; retrying");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Running the handler for one message: under a timeout, with panics caught,
+//! inside a tracing span with the queue, message id, type, trace id and
+//! attempt. The outcome goes to the completer; in transactional mode the
+//! ack is written here, in the handler's own transaction.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::completer::Completion;
+use super::handler::{Handler, HandlerError, HandlerResult, TxHandler};
+use super::state::{ConsumerState, Count};
+use crate::client::Pgflow;
+use crate::delivery::{Delivery, Receipt};
+use crate::error::{report, Error};
+
+/// The two kinds of handler a consumer can run.
+#[derive(Clone)]
+pub(crate) enum HandlerKind {
+    Plain(Arc<dyn Handler>),
+    Tx(Arc<dyn TxHandler>),
+}
+
+/// Messages being handled now, by id (released at shutdown if unfinished).
+pub(crate) type InFlight = Arc<Mutex<HashMap<Uuid, Receipt>>>;
+
+/// Everything a worker needs besides its message.
+#[derive(Clone)]
+pub(crate) struct WorkerCtx {
+    pub pg: Pgflow,
+    pub handler: HandlerKind,
+    pub timeout: Duration,
+    pub state: Arc<ConsumerState>,
+    pub done: mpsc::UnboundedSender<Completion>,
+    pub in_flight: InFlight,
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Runs `fut` with a timeout, turning a panic or a timeout into a retryable failure.
+async fn guarded(timeout: Duration, fut: impl Future<Output = HandlerResult>) -> HandlerResult {
+    match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+        Err(_) => Err(HandlerError::Retryable(format!(
+            "handler timed out after {} ms",
+            timeout.as_millis()
+        ))),
+        Ok(Err(p)) => Err(HandlerError::Retryable(format!(
+            "handler panicked: {}",
+            panic_message(p.as_ref())
+        ))),
+        Ok(Ok(r)) => r,
+    }
+}
+
+/// Handles `d`, holding `permit` (one worker slot) until the outcome is queued.
+pub(crate) async fn execute(ctx: WorkerCtx, d: Delivery, permit: OwnedSemaphorePermit) {
+    let span = tracing::info_span!(
+        "message",
+        queue = %d.queue_name,
+        message_id = %d.id,
+        msg_type = %d.msg_type,
+        trace_id = %d.trace_id,
+        attempt = d.attempts,
+    );
+    async move {
+        let receipt = d.receipt();
+        let queue = d.queue_name.clone();
+        let waited = (chrono::Utc::now() - d.created_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!("pgflow_publish_to_start_seconds", "queue" => queue.clone())
+            .record(waited.as_secs_f64());
+        ctx.state.in_flight_delta(1);
+        let started = Instant::now();
+        let result = match &ctx.handler {
+            HandlerKind::Plain(h) => guarded(ctx.timeout, h.handle(&d)).await,
+            HandlerKind::Tx(h) => run_in_tx(&ctx, h.as_ref(), &d).await,
+        };
+        let took = started.elapsed();
+        metrics::histogram!("pgflow_handler_duration_seconds", "queue" => queue)
+            .record(took.as_secs_f64());
+        ctx.state.add(Count::Processed, 1);
+        match &result {
+            Ok(()) => tracing::debug!(ms = took.as_millis() as u64, "handled"),
+            Err(e) => {
+                ctx.state.add(Count::Failed, 1);
+                tracing::warn!(error = %e, fatal = e.is_fatal(), ms = took.as_millis() as u64, "handler failed");
+            }
+        }
+        let already_acked = matches!(ctx.handler, HandlerKind::Tx(_)) && result.is_ok();
+        if !already_acked {
+            let _ = ctx.done.send(Completion {
+                receipt,
+                failure: result.err().map(HandlerError::into_failure),
+            });
+        }
+        if let Ok(mut m) = ctx.in_flight.lock() {
+            m.remove(&receipt.id);
+        }
+        ctx.state.in_flight_delta(-1);
+        drop(permit);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Transactional mode: begin, run the handler on the transaction, ack in
+/// it, commit. A failed handler rolls back (the nack goes to the completer);
+/// a lost lease rolls back the handler's writes too.
+async fn run_in_tx(ctx: &WorkerCtx, h: &dyn TxHandler, d: &Delivery) -> HandlerResult {
+    let mut tx = ctx
+        .pg
+        .pool()
+        .begin()
+        .await
+        .map_err(|e| HandlerError::retryable(format!("cannot begin transaction: {e}")))?;
+    guarded(ctx.timeout, h.handle(&mut tx, d)).await?;
+    match ctx.pg.ack_in_tx(&mut tx, d.receipt()).await {
+        Ok(()) => {}
+        Err(Error::LeaseLost { .. }) => {
+            ctx.state.add(Count::LeaseLost, 1);
+            tracing::warn!("lease lost before commit; the handler's writes are rolled back and the message will be delivered again");
+            return Ok(()); // nothing to settle: the new holder owns it
+        }
+        Err(e) => return Err(HandlerError::retryable(report(&e))),
+    }
+    tx.commit()
+        .await
+        .map_err(|e| HandlerError::retryable(format!("commit failed: {e}")))?;
+    ctx.state.add(Count::Succeeded, 1);
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The ops HTTP server: `GET /healthz` (the process is alive), `GET /readyz`
+//! (ready flag set and the database answers), `GET /metrics` (Prometheus
+//! text) and `GET /status` (a service-specific JSON document, 404 until a
+//! provider is set).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Pgflow;
+use crate::error::{report, Error, Result};
+
+/// Content type of the Prometheus text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How long `/readyz` waits for the database to answer `SELECT 1`.
+pub const READINESS_DB_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Produces the JSON document served at `/status`.
+pub type StatusProvider = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// What the handlers share. Cheap to clone; clones share the readiness flag
+/// and the status provider, so a service keeps a clone and flips them
+/// while the server runs.
+#[derive(Clone)]
+pub struct OpsState {
+    ready: Arc<AtomicBool>,
+    pg: Option<Pgflow>,
+    metrics: PrometheusHandle,
+    status: Arc<RwLock<Option<StatusProvider>>>,
+}
+
+impl std::fmt::Debug for OpsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsState")
+            .field("ready", &self.is_ready())
+            .field("database_check", &self.pg.is_some())
+            .field("status_provider", &self.status_provider().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpsState {
+    /// A state that renders `metrics`, not ready, without a database check
+    /// and without a status provider.
+    pub fn new(metrics: PrometheusHandle) -> Self {
+        Self {
+            ready: Arc::new(AtomicBool::new(false)),
+            pg: None,
+            metrics,
+            status: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    /// Makes `/readyz` also require `pg` to answer `SELECT 1` within
+    /// [`READINESS_DB_TIMEOUT`].
+    pub fn with_database(mut self, pg: Pgflow) -> Self {
+        self.pg = Some(pg);
+        self
+    }
+
+    /// Serves `provider()` at `/status`.
+    pub fn with_status(
+        self,
+        provider: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.set_status_provider(provider);
+        self
+    }
+
+    /// Sets (or replaces) the `/status` provider, also while serving.
+    pub fn set_status_provider(
+        &self,
+        provider: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        *self.status.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(provider));
+    }
+
+    /// Sets the readiness flag (`/readyz` answers 503 while it is false).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The readiness flag.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The metrics handle rendered at `/metrics`.
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.metrics
+    }
+
+    fn status_provider(&self) -> Option<StatusProvider> {
+        self.status
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Why the service is not ready, or `None` when it is.
+    pub async fn not_ready_reason(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some("not ready: starting or shutting down".into());
+        }
+        let pg = self.pg.as_ref()?;
+        let check = sqlx::query("SELECT 1").execute(pg.pool());
+        match tokio::time::timeout(READINESS_DB_TIMEOUT, check).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %report(&e), "readiness check: database query failed");
+                Some("not ready: database unavailable".into())
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?READINESS_DB_TIMEOUT, "readiness check: database did not answer in time");
+                Some("not ready: database did not answer in time".into())
+            }
+        }
+    }
+}
+
+/// The routes, for embedding in another server.
+pub fn router(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// Binds `addr` (port 0 picks a free port), then serves [`router`] until
+/// `shutdown` is cancelled, letting requests in progress finish. Returns the
+/// bound address and the server task. A refused address gives
+/// [`Error::HttpBind`], which names the address and the flag to change.
+pub async fn serve(
+    addr: SocketAddr,
+    state: OpsState,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::HttpBind { addr, source })?;
+    let bound = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        match served {
+            Ok(()) => tracing::debug!(addr = %bound, "ops HTTP server stopped"),
+            Err(e) => tracing::error!(addr = %bound, error = %e, "ops HTTP server failed"),
+        }
+    });
+    tracing::info!(addr = %bound, "ops HTTP server listening");
+    Ok((bound, task))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
+    match state.not_ready_reason().await {
+        None => (StatusCode::OK, "ready".into()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    }
+}
+
+async fn metrics(State(state): State<OpsState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<OpsState>) -> Response {
+    match state.status_provider() {
+        Some(provider) => Json(provider()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no status for this process").into_response(),
+    }
+}
