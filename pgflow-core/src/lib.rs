@@ -43,6 +43,7 @@ pub mod error;
 pub mod local_pg;
 pub mod message;
 pub mod ops;
+pub mod protocol;
 pub mod queue_config;
 pub mod queue_name;
 pub mod service;

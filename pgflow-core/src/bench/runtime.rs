@@ -62,6 +62,16 @@ pub fn peak_rss_kb() -> Option<u64> {
         .ok()
 }
 
+/// CPU time (user + system) of this process in milliseconds, if known.
+pub fn cpu_ms() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = s.rsplit(')').next()?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are 12 and 13 after the command name.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10) // USER_HZ = 100 on Linux
+}
+
 /// The child side of the end-to-end run: consume `n` messages with a no-op
 /// handler, then print `done secs=… peak_rss_kb=…` and return.
 pub async fn child_consume(pg: &Pgflow, n: u64, workers: usize) -> Result<()> {
@@ -95,8 +105,9 @@ pub async fn child_consume(pg: &Pgflow, n: u64, workers: usize) -> Result<()> {
         .map(|t| t.elapsed().as_secs_f64())
         .unwrap_or_default();
     println!(
-        "done secs={secs:.3} peak_rss_kb={}",
-        peak_rss_kb().unwrap_or_default()
+        "done secs={secs:.3} peak_rss_kb={} cpu_ms={}",
+        peak_rss_kb().unwrap_or_default(),
+        cpu_ms().unwrap_or_default()
     );
     Ok(())
 }
@@ -157,6 +168,10 @@ async fn end_to_end(pg: &Pgflow, url: &str, args: &BenchArgs) -> Result<(Row, u6
     let mut rss = 0;
     while let Some(l) = out.next_line().await? {
         if let Some(rest) = l.strip_prefix("done ") {
+            eprintln!(
+                "  consumer process: {rest}; producer process cpu_ms={}",
+                cpu_ms().unwrap_or_default()
+            );
             rss = rest
                 .split_whitespace()
                 .find_map(|kv| kv.strip_prefix("peak_rss_kb="))

@@ -1,5 +1,5 @@
 //! The completer: settles finished messages in batches. Whatever finished
-//! while the previous statement ran leaves together, one `ack_batch` and one
+//! within a couple of milliseconds, or while the previous statement ran, leaves together, one `ack_batch` and one
 //! `nack_batch`, so under load settling costs one statement per batch while
 //! at low load a message is settled at once.
 //!
@@ -19,6 +19,8 @@ use crate::error::{report, Result};
 
 /// Largest batch settled in one statement.
 const MAX_SETTLE: usize = 1000;
+/// Time completions gather before a settlement.
+const SETTLE_DELAY: Duration = Duration::from_millis(2);
 /// Attempts at one settlement before giving up on it.
 const SETTLE_ATTEMPTS: u32 = 6;
 
@@ -36,6 +38,9 @@ pub(crate) async fn run(
     state: Arc<ConsumerState>,
 ) {
     while let Some(first) = rx.recv().await {
+        // Let the completions of a burst gather: one statement settles
+        // them all. Handlers never wait for this; only lease release does.
+        tokio::time::sleep(SETTLE_DELAY).await;
         let mut batch = vec![first];
         while batch.len() < MAX_SETTLE {
             match rx.try_recv() {

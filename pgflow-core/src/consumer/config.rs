@@ -26,6 +26,11 @@ pub struct ConsumerConfig {
     pub batch_size: usize,
     /// Polling fallback when no NOTIFY arrives (`poll_interval_ms`). Default 1 s.
     pub poll_interval: Duration,
+    /// Pause after a claim that emptied the queue, so that under a steady
+    /// stream the next claim carries a batch rather than one message (each
+    /// claim is a commit). Adds at most this much latency. Default 2 ms;
+    /// zero turns it off.
+    pub fetch_cooldown: Duration,
     /// Time a handler may run for one message (`timeout_ms`); past it the
     /// attempt counts as a retryable failure. Default 30 s.
     pub timeout: Duration,
@@ -52,6 +57,7 @@ impl ConsumerConfig {
             parallel: true,
             batch_size: 10,
             poll_interval: Duration::from_millis(1000),
+            fetch_cooldown: Duration::from_millis(2),
             timeout: Duration::from_millis(30_000),
             lease_margin: Duration::from_secs(5),
             instance: None,
@@ -81,6 +87,12 @@ impl ConsumerConfig {
     /// Sets `poll_interval_ms`.
     pub fn poll_interval(mut self, d: Duration) -> Self {
         self.poll_interval = d;
+        self
+    }
+
+    /// Sets the fetch cooldown (see [`ConsumerConfig::fetch_cooldown`]).
+    pub fn fetch_cooldown(mut self, d: Duration) -> Self {
+        self.fetch_cooldown = d;
         self
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,8 @@ use crate::queue_config::DeliveryKind;
 /// Consecutive failed claims after which the loop gives up and lets the
 /// supervisor restart it (connection errors never count: they only back off).
 const MAX_CLAIM_ERRORS: u32 = 5;
+/// Longest wait for a fuller batch of worker slots while the queue has a backlog.
+const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
 /// How often a broadcast subscriber refreshes its liveness.
 const HEARTBEAT: Duration = Duration::from_secs(30);
 
@@ -139,23 +141,24 @@ impl Consumer {
         shutdown: &CancellationToken,
     ) -> Result<()> {
         let cfg = &self.cfg;
+        let max_take = cfg.batch_size.min(cfg.slots());
         let mut backoff = Duration::from_millis(100);
         let mut errors = 0u32;
+        let mut backlog = false;
         loop {
             while tasks.try_join_next().is_some() {}
-            let first = tokio::select! {
+            let mut permits = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                p = slots.clone().acquire_owned() => p.map_err(|_| Error::Config("worker slots closed".into()))?,
+                p = take_slots(slots, max_take, backlog) => p?,
             };
-            let mut permits = vec![first];
-            while permits.len() < cfg.batch_size {
+            while permits.num_permits() < max_take {
                 match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
+                    Ok(p) => permits.merge(p),
                     Err(_) => break,
                 }
             }
             self.state.polled();
-            let want = permits.len();
+            let want = permits.num_permits();
             let claimed = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 r = self.pg.claim_with(&cfg.queue, want, opts) => r,
@@ -180,7 +183,9 @@ impl Consumer {
             };
             backoff = Duration::from_millis(100);
             errors = 0;
-            let full = batch.len() == want;
+            let got = batch.len();
+            let full = got == want;
+            backlog = full;
             if !batch.is_empty() {
                 metrics::counter!("pgflow_claimed_total", "queue" => cfg.queue.to_string())
                     .increment(batch.len() as u64);
@@ -191,10 +196,20 @@ impl Consumer {
                 }
             }
             for d in batch {
-                let Some(permit) = permits.pop() else { break };
+                let Some(permit) = permits.split(1) else {
+                    break;
+                };
                 tasks.spawn(execute(ctx.clone(), d, permit));
             }
             drop(permits);
+            if got > 1 && !full && !cfg.fetch_cooldown.is_zero() {
+                // Work streams in faster than one claim per message: let a
+                // little accumulate so the next claim (and its commit)
+                // carries a batch. A lone message is claimed at once.
+                if !sleep_or_cancel(cfg.fetch_cooldown, shutdown).await {
+                    return Ok(());
+                }
+            }
             if !full {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -204,6 +219,27 @@ impl Consumer {
             }
         }
     }
+}
+
+/// Waits for worker slots. After a full claim (the queue has a backlog) it
+/// waits up to [`FETCH_COOLDOWN`] for half a batch of slots, so that a busy
+/// consumer claims in batches instead of a few messages per statement; else
+/// one free slot is enough.
+async fn take_slots(
+    slots: &Arc<Semaphore>,
+    max_take: usize,
+    backlog: bool,
+) -> Result<OwnedSemaphorePermit> {
+    let closed = |_| Error::Config("worker slots closed".into());
+    if backlog && max_take > 1 {
+        let half = u32::try_from(max_take / 2).unwrap_or(u32::MAX);
+        if let Ok(p) =
+            tokio::time::timeout(FETCH_COOLDOWN, slots.clone().acquire_many_owned(half)).await
+        {
+            return p.map_err(closed);
+        }
+    }
+    slots.clone().acquire_owned().await.map_err(closed)
 }
 
 /// Keeps a broadcast subscriber live.
