@@ -290,6 +290,10 @@ impl Publisher {
             }
         };
         metrics::counter!("pgflow_spooled_total", "queue" => queue.to_string()).increment(1);
+        crate::telemetry::emit(
+            crate::telemetry::Event::PublishFailed,
+            "database unreachable: message spooled to disk",
+        );
         if appended.first {
             let cause = cause.map(|e| crate::error::report(&e)).unwrap_or_default();
             tracing::warn!(dir = %self.inner.dir.display(), queue = %queue, cause,

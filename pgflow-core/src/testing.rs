@@ -25,6 +25,21 @@ pub struct TestServer {
 
 static SERVER: OnceCell<Arc<TestServer>> = OnceCell::const_new();
 
+/// Replaces the user of a `postgres://` URL (dropping any password): the
+/// services' roles log in without one under the local trust authentication.
+pub fn with_user(url: &str, user: &str) -> String {
+    let Some(i) = url.find("://") else {
+        return url.to_string();
+    };
+    let (scheme, rest) = url.split_at(i + 3);
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    format!("{scheme}{user}@{host}")
+}
+
 /// Replaces the database name of a `postgres://` URL.
 pub fn with_database(url: &str, db: &str) -> String {
     let (main, query) = match url.split_once('?') {
@@ -98,6 +113,16 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// This database's URL for logging in as `role` (e.g. `singularity`).
+    pub fn url_as(&self, role: &str) -> String {
+        with_user(&self.url, role)
+    }
+
+    /// A handle on this database logged in as `role`.
+    pub async fn connect_as(&self, role: &str) -> Result<Pgflow> {
+        Pgflow::connect(&self.url_as(role)).await
+    }
+
     /// Creates a database on the shared server and migrates it.
     pub async fn new() -> Result<Self> {
         let server = server().await?;
@@ -288,6 +313,24 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(data.get(..size)?);
         data = data.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::with_user;
+
+    #[test]
+    fn with_user_replaces_or_adds_the_user() {
+        assert_eq!(
+            with_user("postgres://postgres@127.0.0.1:5432/db?x=1", "genesis"),
+            "postgres://genesis@127.0.0.1:5432/db?x=1"
+        );
+        assert_eq!(
+            with_user("postgres://a:secret@h/db", "singularity"),
+            "postgres://singularity@h/db"
+        );
+        assert_eq!(with_user("postgres://h:1/db", "x"), "postgres://x@h:1/db");
     }
 }
 

@@ -11,6 +11,7 @@ mod fencing;
 mod monitoring;
 mod ops;
 mod retry_dlq;
+mod roles;
 mod send_claim;
 mod spool;
 mod support;
