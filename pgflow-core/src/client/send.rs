@@ -216,6 +216,8 @@ pub(crate) async fn insert_messages(
         if queue_exists == 0 {
             return Err(Error::UnknownQueue(queue.to_string()));
         }
+        metrics::counter!("pgflow_published_total", "queue" => queue.to_string())
+            .increment(inserted.max(0) as u64);
         if (inserted as usize) < n {
             tracing::debug!(queue = %queue, duplicates = n - inserted as usize, "send skipped message ids that are already queued");
         }

@@ -10,6 +10,7 @@ mod durability;
 mod fencing;
 mod monitoring;
 mod ops;
+mod outage;
 mod retry_dlq;
 mod roles;
 mod send_claim;

@@ -1,0 +1,89 @@
+//! A consumer outlives a database outage: it backs off while PostgreSQL is
+//! down and resumes by itself (claims, acks and wake-ups) when it is back.
+
+use std::time::Duration;
+
+use pgflow_core::consumer::{handler_fn, ConsumerConfig, Runtime};
+use pgflow_core::local_pg::{LocalPostgres, StopMode};
+use pgflow_core::testing::wait_for;
+use pgflow_core::{Pgflow, PgflowOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{msg, queue};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_back_off_during_an_outage_and_resume_by_themselves() {
+    let mut pg = tokio::task::spawn_blocking(LocalPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let flow = Pgflow::connect_with(
+        &pg.url("postgres"),
+        PgflowOptions {
+            acquire_timeout: Duration::from_millis(500),
+            ..PgflowOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    flow.migrate().await.unwrap();
+    let q = queue(&flow, "outage_q", 3).await;
+    let stop = CancellationToken::new();
+    let mut rt = Runtime::new(flow.clone());
+    let state = rt.consumer(
+        ConsumerConfig::new(q.clone()).poll_interval(Duration::from_millis(100)),
+        handler_fn(|_d| async { Ok(()) }),
+    );
+    let run = tokio::spawn(rt.run(stop.clone()));
+    for n in 0..10 {
+        flow.send_with_notify(&q, msg(n)).await.unwrap();
+    }
+    wait_for("10 handled", Duration::from_secs(20), || async {
+        (state.snapshot().succeeded == 10).then_some(())
+    })
+    .await;
+
+    pg = tokio::task::spawn_blocking(move || {
+        pg.stop(StopMode::Immediate).unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    // While it is down the consumer keeps polling (and failing) without dying.
+    let polled = state.snapshot().last_poll;
+    wait_for(
+        "polls during the outage",
+        Duration::from_secs(20),
+        || async { (state.snapshot().last_poll > polled).then_some(()) },
+    )
+    .await;
+    assert!(!run.is_finished());
+
+    pg = tokio::task::spawn_blocking(move || {
+        pg.start_again().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    wait_for("the database back", Duration::from_secs(30), || async {
+        flow.send_with_notify(&q, msg(100)).await.ok()
+    })
+    .await;
+    for n in 101..110 {
+        flow.send_with_notify(&q, msg(n)).await.unwrap();
+    }
+    wait_for(
+        "20 handled after the outage",
+        Duration::from_secs(30),
+        || async { (state.snapshot().succeeded == 20).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        state.snapshot().restarts,
+        0,
+        "connection errors back off, no restart"
+    );
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    drop(pg);
+}
