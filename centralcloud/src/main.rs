@@ -8,12 +8,12 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = centralcloud::Config::parse();
+    let cli = centralcloud::Cli::parse();
     pgflow_core::telemetry::init_tracing("info");
     let result = async {
         let shutdown =
             pgflow_core::shutdown::shutdown_token().context("installing signal handlers")?;
-        centralcloud::run(config, shutdown)
+        centralcloud::run(cli, shutdown)
             .await
             .context("centralcloud failed")
     }

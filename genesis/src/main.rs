@@ -8,14 +8,12 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = genesis::Config::parse();
+    let cli = genesis::Cli::parse();
     pgflow_core::telemetry::init_tracing("info");
     let result = async {
         let shutdown =
             pgflow_core::shutdown::shutdown_token().context("installing signal handlers")?;
-        genesis::run(config, shutdown)
-            .await
-            .context("genesis failed")
+        genesis::run(cli, shutdown).await.context("genesis failed")
     }
     .await;
     match result {

@@ -8,12 +8,12 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = singularity::Config::parse();
+    let cli = singularity::Cli::parse();
     pgflow_core::telemetry::init_tracing("info");
     let result = async {
         let shutdown =
             pgflow_core::shutdown::shutdown_token().context("installing signal handlers")?;
-        singularity::run(config, shutdown)
+        singularity::run(cli, shutdown)
             .await
             .context("singularity failed")
     }

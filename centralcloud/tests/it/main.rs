@@ -1,26 +1,13 @@
-//! The `centralcloud` binary's command line. (Tests that run it against a
-//! database live in the workspace's `tests/` package.)
-#![allow(clippy::unwrap_used)]
+//! centralcloud against a real PostgreSQL: each test its own database,
+//! the engine in-process as role `centralcloud`, the singularity (and
+//! Genesis) side played through the queues under their own roles; plus the
+//! binary's command line.
+#![allow(clippy::unwrap_used, missing_docs)]
 
-use std::process::Command;
-
-#[test]
-fn help_names_the_configuration() {
-    let out = Command::new(env!("CARGO_BIN_EXE_centralcloud"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("PGFLOW_DATABASE_URL"), "{text}");
-}
-
-#[test]
-fn missing_database_url_is_a_usage_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_centralcloud"))
-        .env_remove("PGFLOW_DATABASE_URL")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--database-url"));
-}
+mod cli;
+mod consensus;
+mod dlq;
+mod guardian;
+mod learning;
+mod patterns;
+mod support;

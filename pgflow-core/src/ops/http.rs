@@ -1,14 +1,16 @@
 //! The ops HTTP server: `GET /healthz` (the process is alive), `GET /readyz`
 //! (ready flag set and the database answers), `GET /metrics` (Prometheus
 //! text) and `GET /status` (a service-specific JSON document, 404 until a
-//! provider is set).
+//! provider is set). A service may add routes of its own
+//! ([`OpsState::set_routes`]); requests no ops route matches go to them.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -39,6 +41,7 @@ pub struct OpsState {
     pg: Option<Pgflow>,
     metrics: PrometheusHandle,
     status: Arc<RwLock<Option<StatusProvider>>>,
+    routes: Arc<RwLock<Option<Router>>>,
 }
 
 impl std::fmt::Debug for OpsState {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for OpsState {
             .field("ready", &self.is_ready())
             .field("database_check", &self.pg.is_some())
             .field("status_provider", &self.status_provider().is_some())
+            .field("extra_routes", &self.extra_routes().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -60,6 +64,7 @@ impl OpsState {
             pg: None,
             metrics,
             status: Arc::new(RwLock::new(None)),
+            routes: Arc::new(RwLock::new(None)),
         }
     }
 
@@ -85,6 +90,26 @@ impl OpsState {
         provider: impl Fn() -> serde_json::Value + Send + Sync + 'static,
     ) {
         *self.status.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(provider));
+    }
+
+    /// Also serves `routes` (a service's own API, with its state and
+    /// layers applied): requests that no ops route matches go to them.
+    pub fn with_routes(self, routes: Router) -> Self {
+        self.set_routes(routes);
+        self
+    }
+
+    /// Sets (or replaces) the extra routes, also while serving (see
+    /// [`OpsState::with_routes`]). The ops routes keep precedence.
+    pub fn set_routes(&self, routes: Router) {
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = Some(routes);
+    }
+
+    fn extra_routes(&self) -> Option<Router> {
+        self.routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets the readiness flag (`/readyz` answers 503 while it is false).
@@ -130,13 +155,15 @@ impl OpsState {
     }
 }
 
-/// The routes, for embedding in another server.
+/// The routes, for embedding in another server (the extra routes of
+/// [`OpsState::set_routes`] answer whatever these do not match).
 pub fn router(state: OpsState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .fallback(extra)
         .with_state(state)
 }
 
@@ -165,6 +192,28 @@ pub async fn serve(
     });
     tracing::info!(addr = %bound, "ops HTTP server listening");
     Ok((bound, task))
+}
+
+/// Hands a request no ops route matched to the extra routes, if any.
+async fn extra(State(state): State<OpsState>, req: Request) -> Response {
+    match state.extra_routes() {
+        Some(routes) => call(routes, req).await,
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Calls a router as a service (its readiness is always immediate).
+async fn call<S>(mut svc: S, req: Request) -> Response
+where
+    S: axum::ServiceExt<Request, Response = Response, Error = Infallible>,
+{
+    if let Err(never) = std::future::poll_fn(|cx| svc.poll_ready(cx)).await {
+        match never {}
+    }
+    match svc.call(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -1,26 +1,20 @@
-//! The `singularity` binary's command line. (Tests that run it against a
-//! database live in the workspace's `tests/` package.)
-#![allow(clippy::unwrap_used)]
+//! singularity's integration tests: the service runs in-process against a
+//! fresh database per test, logged in as role `singularity`, with a
+//! temporary workspace; CentralCloud is played by a handle logged in as
+//! role `centralcloud`, Genesis by one logged in as role `genesis`. The
+//! CLI tests run the binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::process::Command;
-
-#[test]
-fn help_names_the_configuration() {
-    let out = Command::new(env!("CARGO_BIN_EXE_singularity"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("PGFLOW_DATABASE_URL"), "{text}");
-}
-
-#[test]
-fn missing_database_url_is_a_usage_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_singularity"))
-        .env_remove("PGFLOW_DATABASE_URL")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--database-url"));
-}
+mod cli;
+mod dlq;
+mod execution;
+mod genesis;
+mod genesis_cli;
+mod genesis_results;
+mod http;
+mod paths;
+mod patterns;
+mod proposals;
+mod rollback;
+mod support;
+mod voting;

@@ -3,4 +3,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod consumer_kill;
+mod journey;
 mod services;

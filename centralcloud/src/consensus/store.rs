@@ -1,0 +1,278 @@
+//! SQL on `centralcloud.proposals` and `centralcloud.votes`, always on the
+//! caller's connection (the transaction of the message being handled or of
+//! the decider), and [`finalize`]: the one place a proposal is decided and
+//! its result sent, together.
+
+use chrono::{DateTime, Utc};
+use pgflow_core::protocol::{self, queues, ConsensusResult, ConsensusVote, ProposalForConsensus};
+use pgflow_core::telemetry::{emit, Event};
+use pgflow_core::{Delivery, Pgflow, Result};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{decide, status_str, vote_str, CastVote, DecidedBy, Decision};
+use crate::{queue, SOURCE};
+
+/// A proposal as the engine needs it to count and decide.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProposalRow {
+    /// The proposal.
+    pub proposal_id: Uuid,
+    /// The proposing instance.
+    pub instance_id: String,
+    /// `collecting`, `approved` or `rejected`.
+    pub status: String,
+    /// The instances asked to vote.
+    pub expected_voters: Vec<String>,
+    /// The quorum in force when it arrived.
+    pub quorum: f64,
+    /// Votes sent after this are not counted.
+    pub deadline: DateTime<Utc>,
+    /// The journey's trace id.
+    pub trace_id: Uuid,
+    /// Whether the database clock has passed the deadline.
+    pub past_deadline: bool,
+}
+
+impl ProposalRow {
+    /// Still waiting for votes.
+    pub fn is_collecting(&self) -> bool {
+        self.status == "collecting"
+    }
+}
+
+const ROW_COLUMNS: &str = "proposal_id, instance_id, status, expected_voters, quorum, deadline, \
+                           trace_id, deadline <= now() AS past_deadline";
+
+/// Records a proposal with its deadline `vote_deadline_ms` from now;
+/// returns the deadline, or `None` when the proposal was already recorded.
+pub async fn insert_proposal(
+    conn: &mut PgConnection,
+    p: &ProposalForConsensus,
+    msg: &Delivery,
+    quorum: f64,
+    vote_deadline_ms: i64,
+) -> Result<Option<DateTime<Utc>>> {
+    let code_change = serde_json::to_value(&p.code_change)?;
+    let safety = serde_json::to_value(&p.safety_profile)?;
+    Ok(sqlx::query_scalar(
+        "INSERT INTO centralcloud.proposals
+             (proposal_id, instance_id, agent_type, code_change, impact_score, risk_score,
+              proposer_safety, quorum, deadline, trace_id, message_id, proposed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond', $10, $11, $12)
+         ON CONFLICT (proposal_id) DO NOTHING
+         RETURNING deadline",
+    )
+    .bind(p.proposal_id)
+    .bind(&p.instance_id)
+    .bind(&p.agent_type)
+    .bind(code_change)
+    .bind(p.impact_score)
+    .bind(p.risk_score)
+    .bind(safety)
+    .bind(quorum)
+    .bind(vote_deadline_ms)
+    .bind(msg.trace_id)
+    .bind(msg.id)
+    .bind(p.timestamp)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// The live subscribers of the vote-request queue now (who will get a copy
+/// of a vote request sent in this transaction).
+pub async fn live_voters(conn: &mut PgConnection) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT subscriber FROM public.pgflow_subscribers
+          WHERE queue_name = $1 AND live ORDER BY subscriber",
+    )
+    .bind(queues::CONSENSUS_VOTE_REQUESTS)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Stores who was asked to vote.
+pub async fn set_expected_voters(
+    conn: &mut PgConnection,
+    proposal_id: Uuid,
+    voters: &[String],
+) -> Result<()> {
+    sqlx::query("UPDATE centralcloud.proposals SET expected_voters = $2 WHERE proposal_id = $1")
+        .bind(proposal_id)
+        .bind(voters)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Locks the proposal's row for the rest of the transaction (votes on one
+/// proposal are counted one transaction at a time).
+pub async fn lock_proposal(conn: &mut PgConnection, id: Uuid) -> Result<Option<ProposalRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM centralcloud.proposals WHERE proposal_id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Locks up to `limit` proposals still collecting past their deadline,
+/// skipping those another transaction holds and those with a vote sent in
+/// time still waiting in the votes queue (it is counted when handled; its
+/// handler then decides).
+pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<ProposalRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM centralcloud.proposals p
+          WHERE p.status = 'collecting' AND p.deadline <= now()
+            AND NOT EXISTS (
+                SELECT 1 FROM pgflow.messages m
+                 WHERE m.queue_name = $2 AND m.msg_type = 'consensus_vote'
+                   AND m.payload ->> 'proposal_id' = p.proposal_id::text
+                   AND m.created_at <= p.deadline)
+          ORDER BY p.deadline
+          LIMIT $1
+          FOR UPDATE OF p SKIP LOCKED"
+    ))
+    .bind(limit)
+    .bind(queues::CONSENSUS_VOTES)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Whether votes on `p` sent before its deadline, other than message
+/// `except`, still wait in the votes queue (queued while centralcloud was
+/// down, or being handled now): the deadline decision waits for the last.
+pub async fn votes_pending(conn: &mut PgConnection, p: &ProposalRow, except: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM pgflow.messages m
+              WHERE m.queue_name = $1 AND m.msg_type = 'consensus_vote'
+                AND m.payload ->> 'proposal_id' = $2
+                AND m.created_at <= $3 AND m.id <> $4)",
+    )
+    .bind(queues::CONSENSUS_VOTES)
+    .bind(p.proposal_id.to_string())
+    .bind(p.deadline)
+    .bind(except)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Records a vote; returns false when this voter had already voted on the
+/// proposal (the first vote stands).
+pub async fn insert_vote(
+    conn: &mut PgConnection,
+    v: &ConsensusVote,
+    msg: &Delivery,
+    counted: bool,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO centralcloud.votes
+             (proposal_id, voter, vote, reason, counted, trace_id, message_id, sent_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (proposal_id, voter) DO NOTHING",
+    )
+    .bind(v.proposal_id)
+    .bind(&v.instance_id)
+    .bind(vote_str(v.vote))
+    .bind(&v.reason)
+    .bind(counted)
+    .bind(msg.trace_id)
+    .bind(msg.id)
+    .bind(msg.created_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// The counted votes of a proposal, by voter.
+pub async fn counted_votes(conn: &mut PgConnection, id: Uuid) -> Result<Vec<CastVote>> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT voter, vote, reason FROM centralcloud.votes
+          WHERE proposal_id = $1 AND counted ORDER BY voter",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(voter, vote, reason)| CastVote {
+            voter,
+            vote: if vote == "approve" {
+                protocol::Vote::Approve
+            } else {
+                protocol::Vote::Reject
+            },
+            reason,
+        })
+        .collect())
+}
+
+/// Decides `p` (whose row the caller holds locked) and sends the result to
+/// the proposing instance, in the caller's transaction. Returns `None` when
+/// the proposal was already decided (by another worker or process).
+pub async fn finalize(
+    pg: &Pgflow,
+    conn: &mut PgConnection,
+    p: &ProposalRow,
+    by: DecidedBy,
+) -> Result<Option<Decision>> {
+    let votes = counted_votes(conn, p.proposal_id).await?;
+    let decision = decide(&votes, &p.expected_voters, p.quorum, by);
+    let result = ConsensusResult {
+        proposal_id: p.proposal_id,
+        instance_id: p.instance_id.clone(),
+        status: decision.status,
+        votes: decision.votes.clone(),
+        confidence: decision.confidence,
+        decision_rationale: decision.rationale.clone(),
+        timestamp: Utc::now(),
+    };
+    let msg = protocol::encode(&result)?
+        .target(&p.instance_id)
+        .trace_id(p.trace_id)
+        .source(SOURCE);
+    let updated = sqlx::query(
+        "UPDATE centralcloud.proposals
+            SET status = $2, confidence = $3, rationale = $4, decided_by = $5,
+                decided_at = now(), result_message_id = $6
+          WHERE proposal_id = $1 AND status = 'collecting'",
+    )
+    .bind(p.proposal_id)
+    .bind(status_str(decision.status))
+    .bind(decision.confidence)
+    .bind(&decision.rationale)
+    .bind(by.as_str())
+    .bind(msg.message_id())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Ok(None);
+    }
+    pg.send_in_tx(conn, &queue(queues::CONSENSUS_RESULTS)?, &[msg], true)
+        .await?;
+    tracing::info!(
+        proposal_id = %p.proposal_id,
+        trace_id = %p.trace_id,
+        instance_id = %p.instance_id,
+        status = status_str(decision.status),
+        confidence = decision.confidence,
+        decided_by = by.as_str(),
+        votes = decision.votes.len(),
+        "consensus decided"
+    );
+    emit(
+        Event::ConsensusResultPublished,
+        &format!(
+            "proposal_id={} instance_id={} status={} confidence={:.4} trace_id={}",
+            p.proposal_id,
+            p.instance_id,
+            status_str(decision.status),
+            decision.confidence,
+            p.trace_id
+        ),
+    );
+    Ok(Some(decision))
+}

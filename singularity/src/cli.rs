@@ -1,0 +1,177 @@
+//! The command line: `singularity` (no subcommand) runs the service;
+//! `singularity propose` submits a proposal and exits, printing its id and
+//! trace id; `singularity status` shows this instance's proposals and
+//! Genesis requests by state and the depth of the queues it consumes (a
+//! table, or `--json`); `singularity genesis ...` sends requests to Genesis
+//! ([`genesis`]).
+
+pub mod genesis;
+
+use std::io::Read;
+
+use clap::{Parser, Subcommand};
+use pgflow_core::service::{self, DatabaseArgs, HttpArgs};
+
+use crate::config::{InstanceArgs, ServiceArgs};
+use crate::error::{Error, Result};
+use crate::instance::check_instance_id;
+use crate::proposals::{self, NewProposal};
+use crate::status;
+
+/// Command-line configuration of singularity (every flag has an environment fallback).
+#[derive(Debug, Parser)]
+#[command(
+    name = "singularity",
+    version,
+    about = "Singularity service of the pgflow three-agent system",
+    long_about = "Singularity service of the pgflow three-agent system. Without a \
+                  subcommand it runs the service (proposal queue, votes, execution \
+                  flow, rollbacks, safety profiles, pattern miner).",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// A one-shot command instead of running the service.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Database settings (required to run the service).
+    #[command(flatten)]
+    pub db: Option<DatabaseArgs>,
+    /// Ops HTTP server and metrics settings.
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// The service's own settings.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// The one-shot commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a proposal: store it and send it for consensus, then print its
+    /// proposal id and trace id.
+    Propose(ProposeArgs),
+    /// Show this instance's proposals and Genesis requests by state and the
+    /// depth of the queues it consumes.
+    Status(StatusArgs),
+    /// Send requests to Genesis (learned rules, LLM configuration, code
+    /// analysis), then print their request ids.
+    Genesis(genesis::GenesisArgs),
+}
+
+/// `singularity propose`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProposeArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// The proposing instance.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// The agent that made the change (for example BugFixerAgent).
+    #[arg(long)]
+    pub agent_type: String,
+    /// The file to change, relative to the instance's workspace.
+    #[arg(long)]
+    pub file: String,
+    /// The file's new content; `@path` reads it from a file, `@-` from stdin.
+    #[arg(long)]
+    pub change: String,
+    /// Expected benefit, 0-10.
+    #[arg(long, default_value_t = 5.0)]
+    pub impact: f64,
+    /// Expected risk, 0-10.
+    #[arg(long, default_value_t = 1.0)]
+    pub risk: f64,
+    /// Relative cost of the change (1.0 is an ordinary change).
+    #[arg(long, default_value_t = 1.0)]
+    pub cost_factor: f64,
+    /// Print `{"proposal_id", "trace_id", "status"}` as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `singularity status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// The instance to show.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The content named by `--change`: the text itself, `@path`, or `@-` (stdin).
+pub fn read_change(arg: &str) -> Result<String> {
+    read_arg("--change", arg)
+}
+
+/// The content named by the value `arg` of `flag`: the text itself,
+/// `@path`, or `@-` (stdin).
+pub fn read_arg(flag: &str, arg: &str) -> Result<String> {
+    match arg.strip_prefix('@') {
+        None => Ok(arg.to_string()),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            Ok(s)
+        }
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("reading {flag} @{path}: {e}"),
+            ))
+        }),
+    }
+}
+
+/// `singularity propose`: submits, and returns the text to print.
+pub async fn propose(a: ProposeArgs) -> Result<String> {
+    check_instance_id(&a.instance.instance_id)?;
+    let change = read_change(&a.change)?;
+    let pg = service::connect("singularity", &a.db).await?;
+    let submitted = proposals::submit(
+        &pg,
+        &a.instance.instance_id,
+        NewProposal {
+            agent_type: a.agent_type,
+            file: a.file,
+            change,
+            impact_score: a.impact,
+            risk_score: a.risk,
+            cost_factor: a.cost_factor,
+        },
+    )
+    .await;
+    pg.close().await;
+    let s = submitted?;
+    Ok(if a.json {
+        serde_json::to_string(&s)?
+    } else {
+        format!(
+            "proposal_id={} trace_id={} status={}",
+            s.proposal_id, s.trace_id, s.status
+        )
+    })
+}
+
+/// `singularity status`: gathers, and returns the text to print.
+pub async fn status(a: StatusArgs) -> Result<String> {
+    check_instance_id(&a.instance.instance_id)?;
+    let pg = service::connect("singularity", &a.db).await?;
+    let report = async {
+        let mut conn = pg.pool().acquire().await?;
+        status::gather(&mut conn, &a.instance.instance_id).await
+    }
+    .await;
+    pg.close().await;
+    let report = report?;
+    Ok(if a.json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        report.render()
+    })
+}

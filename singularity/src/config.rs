@@ -1,0 +1,220 @@
+//! The service's settings: clap flags with environment fallbacks, named
+//! after seeds 000 and 003 (`INSTANCE_ID`, `PGFLOW_*_WORKERS`,
+//! `PGFLOW_MAX_RETRIES`, `PGFLOW_RETRY_DELAY_MS`, `PGFLOW_POLL_INTERVAL_MS`,
+//! `PGFLOW_BATCH_SIZE`, `PGFLOW_TIMEOUT_MS`) plus singularity's own
+//! (`SINGULARITY_*`: workspace, verify command, pattern miner, vote floor).
+//! The genesis publisher's own flags live with its commands
+//! ([`crate::cli::genesis`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgflow_core::consumer::ConsumerConfig;
+use pgflow_core::{QueueName, RetryPolicy};
+
+/// The default instance name (docker-compose names them `singularity_1..3`).
+pub const DEFAULT_INSTANCE_ID: &str = "singularity_1";
+
+/// Which instance this process is (targeted messages name it; its rows in
+/// the `singularity` schema carry it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstanceArgs {
+    /// This instance's id (targeted messages name it).
+    #[arg(long, env = "INSTANCE_ID", default_value = DEFAULT_INSTANCE_ID)]
+    pub instance_id: String,
+}
+
+/// Worker counts per consumer (seed 003's names and defaults).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Executions of approved proposals run at once (proposals_for_execution_queue).
+    #[arg(long, env = "PGFLOW_PROPOSALS_WORKERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub proposals_workers: u16,
+    /// Metric measurements (and verify commands) run at once.
+    #[arg(long, env = "PGFLOW_METRICS_WORKERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub metrics_workers: u16,
+    /// Pattern miners (each reports a disjoint set of applied changes).
+    #[arg(long, env = "PGFLOW_PATTERNS_WORKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub patterns_workers: u16,
+    /// Consensus results and vote requests handled at once (each).
+    #[arg(long, env = "PGFLOW_CONSENSUS_WORKERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub consensus_workers: u16,
+    /// Rollback triggers handled at once.
+    #[arg(long, env = "PGFLOW_ROLLBACK_WORKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub rollback_workers: u16,
+    /// Safety-profile updates handled at once.
+    #[arg(long, env = "PGFLOW_SAFETY_WORKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub safety_workers: u16,
+    /// Genesis results handled at once, per results queue (rule updates,
+    /// LLM-config updates, code analysis).
+    #[arg(long, env = "PGFLOW_GENESIS_WORKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub genesis_workers: u16,
+}
+
+/// How the consumers poll, retry and time out.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsumerArgs {
+    /// Retries of a failed message before it goes to the dead-letter queue.
+    #[arg(long, env = "PGFLOW_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+    /// Base delay of the exponential retry backoff, in milliseconds.
+    #[arg(long, env = "PGFLOW_RETRY_DELAY_MS", default_value_t = 1000)]
+    pub retry_delay_ms: u32,
+    /// Polling fallback when no NOTIFY arrives, in milliseconds.
+    #[arg(long, env = "PGFLOW_POLL_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_interval_ms: u64,
+    /// Largest claim per statement.
+    #[arg(long, env = "PGFLOW_BATCH_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
+    /// Time a handler may take for one message, in milliseconds.
+    #[arg(long, env = "PGFLOW_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+}
+
+impl Default for ConsumerArgs {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            retry_delay_ms: 1000,
+            poll_interval_ms: 1000,
+            batch_size: 10,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+impl ConsumerArgs {
+    /// A consumer of `queue` with these settings and `workers` slots.
+    pub fn consumer(&self, queue: QueueName, workers: u16) -> ConsumerConfig {
+        ConsumerConfig::new(queue)
+            .workers(usize::from(workers))
+            .batch_size(usize::try_from(self.batch_size).unwrap_or(10))
+            .poll_interval(Duration::from_millis(self.poll_interval_ms))
+            .timeout(Duration::from_millis(self.timeout_ms))
+            .retry(RetryPolicy {
+                max_retries: self.max_retries,
+                base_delay_ms: self.retry_delay_ms,
+                ..RetryPolicy::default()
+            })
+    }
+}
+
+/// Everything the running service needs besides the database and HTTP settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// The instance.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// Directory in which approved changes are applied
+    /// (default `./workspace/<instance id>`; created when first needed).
+    #[arg(long, env = "SINGULARITY_WORKSPACE")]
+    pub workspace_dir: Option<PathBuf>,
+    /// Command run with `sh -c` in the workspace before and after a change:
+    /// a non-zero exit counts as an error, its duration as latency.
+    #[arg(long, env = "SINGULARITY_VERIFY_CMD")]
+    pub verify_cmd: Option<String>,
+    /// Longest run of the verify command, in milliseconds (past it, it is
+    /// killed and counts as an error). At most a third of PGFLOW_TIMEOUT_MS
+    /// (it runs twice per execution).
+    #[arg(long, env = "SINGULARITY_VERIFY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub verify_timeout_ms: u64,
+    /// How often the pattern miner looks for applied changes to report, in milliseconds.
+    #[arg(long, env = "SINGULARITY_PATTERN_INTERVAL_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub pattern_interval_ms: u64,
+    /// How long a change must stay applied (not rolled back) before it is
+    /// reported as a pattern, in milliseconds.
+    #[arg(long, env = "SINGULARITY_PATTERN_GRACE_MS", default_value_t = 60_000)]
+    pub pattern_grace_ms: u64,
+    /// Votes reject an agent type whose success rate (safety profile, or
+    /// this instance's own history) is below this floor.
+    #[arg(long, env = "SINGULARITY_MIN_SUCCESS_RATE", default_value_t = 0.8,
+          value_parser = unit_interval)]
+    pub min_success_rate: f64,
+    /// Outcomes (applied or rolled back) of an agent type this instance
+    /// needs before its own history counts in votes.
+    #[arg(long, env = "SINGULARITY_MIN_HISTORY", default_value_t = 3)]
+    pub min_history: u32,
+    /// Worker counts.
+    #[command(flatten)]
+    pub workers: WorkerArgs,
+    /// Polling, retries, timeouts.
+    #[command(flatten)]
+    pub consumers: ConsumerArgs,
+}
+
+impl ServiceArgs {
+    /// Settings for `instance_id` with every other value at its default
+    /// (the workspace defaults as documented on `--workspace-dir`).
+    pub fn for_instance(instance_id: impl Into<String>) -> Self {
+        Self {
+            instance: InstanceArgs {
+                instance_id: instance_id.into(),
+            },
+            workspace_dir: None,
+            verify_cmd: None,
+            verify_timeout_ms: 10_000,
+            pattern_interval_ms: 30_000,
+            pattern_grace_ms: 60_000,
+            min_success_rate: 0.8,
+            min_history: 3,
+            workers: WorkerArgs {
+                proposals_workers: 2,
+                metrics_workers: 2,
+                patterns_workers: 1,
+                consensus_workers: 2,
+                rollback_workers: 1,
+                safety_workers: 1,
+                genesis_workers: 1,
+            },
+            consumers: ConsumerArgs::default(),
+        }
+    }
+
+    /// The workspace directory: `--workspace-dir`, else
+    /// `./workspace/<instance id>`, made absolute against the current directory.
+    pub fn workspace(&self) -> std::io::Result<PathBuf> {
+        let dir = match &self.workspace_dir {
+            Some(d) => d.clone(),
+            None => PathBuf::from("workspace").join(&self.instance.instance_id),
+        };
+        std::path::absolute(dir)
+    }
+}
+
+/// Parses a number in `[0, 1]`.
+pub(crate) fn unit_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be in [0, 1], got {v}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_defaults_under_the_current_directory() {
+        let a = ServiceArgs::for_instance("singularity_7");
+        let ws = a.workspace().unwrap();
+        assert!(ws.is_absolute());
+        assert!(ws.ends_with("workspace/singularity_7"), "{ws:?}");
+        assert!(unit_interval("0.5").is_ok());
+        assert!(unit_interval("1.5").is_err());
+        assert!(unit_interval("x").is_err());
+    }
+}

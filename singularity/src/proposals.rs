@@ -1,0 +1,186 @@
+//! The proposal queue: submitting a proposal stores it in
+//! `singularity.proposals` (status `submitted`) and sends it for consensus
+//! on `proposals_for_consensus_queue` in the same transaction, under a new
+//! trace id that every later message of its journey carries. Both the CLI
+//! (`singularity propose`) and the HTTP API (`POST /proposals`) come here.
+
+use chrono::Utc;
+use pgflow_core::protocol::{self, CodeChange, ProposalForConsensus, ProposalSafety, Validate};
+use pgflow_core::telemetry::{emit, Event};
+use pgflow_core::{Pgflow, QueueName};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::profiles;
+use crate::store::{self, ProposalState};
+
+fn default_impact() -> f64 {
+    5.0
+}
+
+fn default_risk() -> f64 {
+    1.0
+}
+
+fn default_cost() -> f64 {
+    1.0
+}
+
+/// A proposal to submit (the body of `POST /proposals`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProposal {
+    /// The agent that made the change (for example `BugFixerAgent`).
+    pub agent_type: String,
+    /// The file to change, relative to the workspace.
+    pub file: String,
+    /// The file's complete new content.
+    pub change: String,
+    /// Expected benefit, 0-10 (default 5).
+    #[serde(default = "default_impact")]
+    pub impact_score: f64,
+    /// Expected risk, 0-10 (default 1).
+    #[serde(default = "default_risk")]
+    pub risk_score: f64,
+    /// Relative cost (default 1.0, an ordinary change).
+    #[serde(default = "default_cost")]
+    pub cost_factor: f64,
+}
+
+/// A stored and published proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The proposal id.
+    pub proposal_id: Uuid,
+    /// The trace id of its journey.
+    pub trace_id: Uuid,
+    /// Its status (`submitted`).
+    pub status: String,
+}
+
+/// Stores `p` for `instance` and publishes it for consensus, atomically.
+///
+/// Refused with [`Error::InvalidProposal`] (nothing stored, nothing sent)
+/// when a field breaks the protocol's rules: empty agent type, a path that
+/// is absolute or contains `..`, a negative or non-finite score, content
+/// over the size limits.
+pub async fn submit(pg: &Pgflow, instance: &str, p: NewProposal) -> Result<Submitted> {
+    let id = Uuid::now_v7();
+    let trace_id = Uuid::now_v7();
+    let span = tracing::info_span!("propose", proposal_id = %id, trace_id = %trace_id, agent_type = %p.agent_type);
+    submit_as(pg, instance, p, id, trace_id)
+        .instrument(span)
+        .await
+}
+
+async fn submit_as(
+    pg: &Pgflow,
+    instance: &str,
+    p: NewProposal,
+    id: Uuid,
+    trace_id: Uuid,
+) -> Result<Submitted> {
+    let queue = QueueName::new(protocol::queues::PROPOSALS_FOR_CONSENSUS)?;
+    let mut msg = ProposalForConsensus {
+        proposal_id: id,
+        instance_id: instance.to_string(),
+        agent_type: p.agent_type.clone(),
+        code_change: CodeChange {
+            file: p.file.clone(),
+            change: p.change.clone(),
+        },
+        impact_score: p.impact_score,
+        risk_score: p.risk_score,
+        safety_profile: ProposalSafety {
+            success_rate: 1.0,
+            cost_factor: p.cost_factor,
+        },
+        timestamp: Utc::now(),
+        retry_count: 0,
+        max_retries: 3,
+    };
+    msg.validate()
+        .map_err(|e| Error::InvalidProposal(e.to_string()))?;
+    let mut tx = pg.pool().begin().await?;
+    // The agent's record as this instance sees it: its own history, else
+    // the safety profile's figure.
+    let history = store::history(&mut tx, instance, &p.agent_type).await?;
+    let profile = profiles::active(&mut tx, instance, &p.agent_type).await?;
+    msg.safety_profile.success_rate = history
+        .success_rate()
+        .unwrap_or(profile.profile.success_rate);
+    let out = protocol::encode(&msg)
+        .map_err(invalid_if_too_large)?
+        .trace_id(trace_id)
+        .source(instance);
+    sqlx::query(
+        "INSERT INTO singularity.proposals
+             (id, instance_id, agent_type, file, change, impact_score, risk_score, cost_factor,
+              status, trace_id, submitted_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submitted', $9, now())",
+    )
+    .bind(id)
+    .bind(instance)
+    .bind(&p.agent_type)
+    .bind(&p.file)
+    .bind(&p.change)
+    .bind(p.impact_score)
+    .bind(p.risk_score)
+    .bind(p.cost_factor)
+    .bind(trace_id)
+    .execute(&mut *tx)
+    .await?;
+    let sent = pg.send_in_tx(&mut tx, &queue, &[out], true).await;
+    if let Err(e) = sent {
+        emit(
+            Event::PublishFailed,
+            &format!("proposal_for_consensus {id}: {e}"),
+        );
+        return Err(invalid_if_too_large(e));
+    }
+    if let Err(e) = tx.commit().await {
+        emit(
+            Event::PublishFailed,
+            &format!("proposal_for_consensus {id}: {e}"),
+        );
+        return Err(e.into());
+    }
+    tracing::info!(file = %p.file, "proposal stored and sent for consensus");
+    emit(Event::ProposalPublished, &id.to_string());
+    Ok(Submitted {
+        proposal_id: id,
+        trace_id,
+        status: ProposalState::Submitted.as_str().to_string(),
+    })
+}
+
+/// A payload over the queue's size limit is the proposal's fault.
+fn invalid_if_too_large(e: pgflow_core::Error) -> Error {
+    match e {
+        pgflow_core::Error::PayloadTooLarge { .. } | pgflow_core::Error::InvalidMessage(_) => {
+            Error::InvalidProposal(e.to_string())
+        }
+        other => Error::Queue(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_take_defaults_and_refuse_unknown_fields() {
+        let p: NewProposal =
+            serde_json::from_str(r#"{"agent_type":"A","file":"a.rs","change":"x"}"#).unwrap();
+        assert_eq!(
+            (p.impact_score, p.risk_score, p.cost_factor),
+            (5.0, 1.0, 1.0)
+        );
+        assert!(serde_json::from_str::<NewProposal>(
+            r#"{"agent_type":"A","file":"a.rs","change":"x","bogus":1}"#
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! Paths that leave the workspace are refused with a clear reason, the
+//! proposal is marked failed, and nothing is written outside: `..`,
+//! absolute paths (even when stored around the submission checks), and
+//! symlinks leading out of the workspace.
+
+use pgflow_core::protocol::{queues, ConsensusStatus};
+use pgflow_core::OutgoingMessage;
+use uuid::Uuid;
+
+use crate::support::{q, waiting, Env};
+
+/// Stores a proposal as admin, bypassing every check of `submit`.
+async fn store_raw(env: &Env, file: &str, status: &str) -> (Uuid, Uuid) {
+    let (id, trace) = (Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO singularity.proposals
+             (id, instance_id, agent_type, file, change, impact_score, risk_score, status, trace_id)
+         VALUES ($1, $2, 'BugFixerAgent', $3, 'pwned', 1, 1, $4, $5)",
+    )
+    .bind(id)
+    .bind(&env.id)
+    .bind(file)
+    .bind(status)
+    .bind(trace)
+    .execute(env.t.pgflow.pool())
+    .await
+    .unwrap();
+    (id, trace)
+}
+
+/// Sends an execution message without the protocol's checks.
+async fn send_raw_execution(env: &Env, id: Uuid, trace: Uuid, file: &str) {
+    let msg = OutgoingMessage::new(
+        "proposal_for_execution",
+        serde_json::json!({
+            "proposal_id": id,
+            "instance_id": env.id,
+            "agent_type": "BugFixerAgent",
+            "code_change": {"file": file, "change": "pwned"},
+        }),
+    )
+    .trace_id(trace)
+    .target(&env.id);
+    env.sing
+        .send_with_notify(&q(queues::PROPOSALS_FOR_EXECUTION), msg)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn dot_dot_and_absolute_paths_are_refused_at_execution() {
+    let env = Env::start().await;
+    let outside_abs = env.dir.path().join("abs.txt");
+    let cases = [
+        ("../escape.txt".to_string(), "'..'"),
+        (outside_abs.display().to_string(), "absolute"),
+    ];
+    for (file, why) in &cases {
+        let (id, trace) = store_raw(&env, file, "consensus_reached").await;
+        send_raw_execution(&env, id, trace, file).await;
+        env.wait_status(id, "failed").await;
+        let error = env.proposal(id).await.error.unwrap();
+        assert!(
+            error.contains(why) && error.contains("refused"),
+            "{file}: {error}"
+        );
+    }
+    assert!(!env.dir.path().join("escape.txt").exists());
+    assert!(!outside_abs.exists());
+    // Refused, not dead-lettered: the reason is on the proposal.
+    assert!(env.dlq(queues::PROPOSALS_FOR_EXECUTION).await.is_empty());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_approved_proposal_with_an_escaping_path_fails_instead_of_executing() {
+    let env = Env::start().await;
+    let (id, trace) = store_raw(&env, "../../etc/x", "submitted").await;
+    let s = singularity::Submitted {
+        proposal_id: id,
+        trace_id: trace,
+        status: "submitted".into(),
+    };
+    env.cc_decide(&s, ConsensusStatus::Approved).await;
+    env.wait_status(id, "failed").await;
+    let error = env.proposal(id).await.error.unwrap();
+    assert!(error.contains("'..'"), "{error}");
+    assert_eq!(waiting(&env.t, queues::PROPOSALS_FOR_EXECUTION).await, 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn symlinks_leading_outside_the_workspace_are_refused() {
+    let env = Env::start().await;
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "keep me").unwrap();
+    std::fs::create_dir_all(env.ws()).unwrap();
+    std::os::unix::fs::symlink(&outside, env.ws().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), env.ws().join("secret_link")).unwrap();
+
+    let through_dir = env.propose("link/evil.txt", "pwned", 1.0).await;
+    let the_file = env.propose("secret_link", "pwned", 1.0).await;
+    for (s, why) in [
+        (&through_dir, "leads outside the workspace"),
+        (&the_file, "symlink"),
+    ] {
+        env.cc_decide(s, ConsensusStatus::Approved).await;
+        env.wait_status(s.proposal_id, "failed").await;
+        let error = env.proposal(s.proposal_id).await.error.unwrap();
+        assert!(error.contains(why), "{error}");
+    }
+    assert!(!outside.join("evil.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret")).unwrap(),
+        "keep me"
+    );
+    assert!(env.ws().join("secret_link").is_symlink());
+    env.stop().await;
+}

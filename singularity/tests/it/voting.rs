@@ -1,0 +1,153 @@
+//! Votes answer every vote request with a reason, from the safety profile
+//! of the agent type (updated by broadcasts) and the instance's history.
+
+use chrono::Utc;
+use pgflow_core::protocol::{
+    self, queues, ConsensusVote, SafetyProfile, SafetyProfileUpdate, Vote,
+};
+use pgflow_core::testing::wait_for;
+use uuid::Uuid;
+
+use crate::support::{q, Env, DEADLINE};
+
+async fn next_vote(env: &Env) -> (pgflow_core::Delivery, ConsensusVote) {
+    let d = env.cc_claim(queues::CONSENSUS_VOTES).await;
+    let v = protocol::decode(&d).unwrap();
+    (d, v)
+}
+
+async fn broadcast_profile(env: &Env, success_rate: f64, at: chrono::DateTime<Utc>) {
+    let update = SafetyProfileUpdate {
+        instance_id: None,
+        agent_type: "BugFixerAgent".into(),
+        safety_profile: SafetyProfile {
+            success_rate,
+            error_threshold: 0.10,
+            latency_threshold: 3000.0,
+            cost_threshold: 0.10,
+        },
+        source: "genesis_learning_loop".into(),
+        timestamp: at,
+    };
+    env.cc
+        .send_with_notify(
+            &q(queues::GUARDIAN_SAFETY_PROFILES),
+            protocol::encode(&update).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn profile_version(env: &Env) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT version FROM singularity.safety_profiles
+          WHERE instance_id = $1 AND agent_type = 'BugFixerAgent'",
+    )
+    .bind(&env.id)
+    .fetch_optional(env.t.pgflow.pool())
+    .await
+    .unwrap()
+}
+
+async fn wait_version(env: &Env, v: i32) {
+    wait_for(&format!("profile version {v}"), DEADLINE, || async {
+        (profile_version(env).await == Some(v)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn vote_requests_get_a_vote_with_a_reason_and_risky_ones_are_rejected() {
+    let env = Env::start().await;
+    let safe = Uuid::now_v7();
+    let trace = env.cc_request_vote(safe, 1.0).await;
+    let (d, v) = next_vote(&env).await;
+    assert_eq!(d.trace_id, trace, "the vote carries the request's trace id");
+    assert_eq!(
+        (v.proposal_id, v.instance_id.as_str()),
+        (safe, "singularity_1")
+    );
+    assert_eq!(v.vote, Vote::Approve, "{}", v.reason);
+    assert!(v.reason.contains("within the 5"), "{}", v.reason);
+
+    let risky = Uuid::now_v7();
+    env.cc_request_vote(risky, 8.0).await;
+    let (_, v) = next_vote(&env).await;
+    assert_eq!((v.proposal_id, v.vote), (risky, Vote::Reject));
+    assert!(v.reason.contains("risk 8 exceeds the 5"), "{}", v.reason);
+
+    // The votes are recorded; a request delivered again is answered once.
+    let cast: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT proposal_id, vote FROM singularity.votes_cast WHERE instance_id = $1 ORDER BY cast_at",
+    )
+    .bind(&env.id)
+    .fetch_all(env.t.pgflow.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        cast,
+        vec![(safe, "approve".into()), (risky, "reject".into())]
+    );
+    env.cc_request_vote(safe, 1.0).await;
+    wait_for("duplicate vote request counted", DEADLINE, || async {
+        (env.inst.counters.total() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        crate::support::waiting(&env.t, queues::CONSENSUS_VOTES).await,
+        0
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_profile_update_is_stored_and_changes_the_next_vote() {
+    let env = Env::start().await;
+    let t0 = Utc::now();
+    broadcast_profile(&env, 0.5, t0).await;
+    wait_version(&env, 1).await;
+
+    env.cc_request_vote(Uuid::now_v7(), 1.0).await;
+    let (_, v) = next_vote(&env).await;
+    assert_eq!(v.vote, Vote::Reject);
+    assert!(
+        v.reason.contains("success rate 0.5") && v.reason.contains("v1 from genesis_learning_loop"),
+        "{}",
+        v.reason
+    );
+
+    // A newer profile restores trust; an older one arriving late is ignored.
+    broadcast_profile(&env, 0.99, t0 + chrono::Duration::seconds(1)).await;
+    wait_version(&env, 2).await;
+    broadcast_profile(&env, 0.1, t0 - chrono::Duration::seconds(1)).await;
+    wait_for("stale update ignored", DEADLINE, || async {
+        (env.inst.counters.total() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(profile_version(&env).await, Some(2));
+
+    env.cc_request_vote(Uuid::now_v7(), 1.0).await;
+    let (_, v) = next_vote(&env).await;
+    assert_eq!(v.vote, Vote::Approve, "{}", v.reason);
+    assert!(v.reason.contains("v2"), "{}", v.reason);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_instances_own_history_counts_in_its_votes() {
+    let env = Env::start_with(|a| a.min_history = 2).await;
+    // Two changes applied, both rolled back by the guardian.
+    for f in ["h1.txt", "h2.txt"] {
+        let s = env.apply(f, "x").await;
+        sqlx::query("UPDATE singularity.proposals SET status = 'rolled_back' WHERE id = $1")
+            .bind(s.proposal_id)
+            .execute(env.t.pgflow.pool())
+            .await
+            .unwrap();
+    }
+    env.cc_request_vote(Uuid::now_v7(), 1.0).await;
+    let (_, v) = next_vote(&env).await;
+    assert_eq!(v.vote, Vote::Reject);
+    assert!(v.reason.contains("rolled back 2 of 2"), "{}", v.reason);
+    env.stop().await;
+}
