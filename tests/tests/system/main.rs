@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod consumer_kill;
+mod genesis_flow;
 mod journey;
 mod services;
