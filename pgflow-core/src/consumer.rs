@@ -36,6 +36,7 @@ mod worker;
 /// Re-exported for implementing [`Handler`] and [`TxHandler`].
 pub use async_trait::async_trait;
 pub use config::ConsumerConfig;
+pub(crate) use handler::decode_as;
 pub use handler::{handler_fn, typed, Handler, HandlerError, HandlerResult, TxHandler};
 pub use state::{ConsumerState, StateSnapshot};
 pub use supervisor::Runtime;

@@ -60,24 +60,7 @@ pub use validate::{Validate, ValidationError};
 /// that does not decode (missing field, wrong type), or one that fails
 /// [`Validate`].
 pub fn decode<T: MessageType + Validate>(d: &Delivery) -> Result<T, HandlerError> {
-    if d.msg_type != T::TYPE {
-        return Err(HandlerError::fatal(format!(
-            "unknown message type {:?} on queue {} (this consumer handles {:?})",
-            d.msg_type,
-            d.queue_name,
-            T::TYPE
-        )));
-    }
-    if d.schema_version > T::SCHEMA_VERSION {
-        return Err(HandlerError::fatal(format!(
-            "unsupported schema version {} of {:?} (this consumer knows up to {})",
-            d.schema_version,
-            T::TYPE,
-            T::SCHEMA_VERSION
-        )));
-    }
-    let payload = T::deserialize(&d.payload)
-        .map_err(|e| HandlerError::fatal(format!("malformed {:?} payload: {e}", T::TYPE)))?;
+    let payload = crate::consumer::decode_as::<T>(d)?;
     payload
         .validate()
         .map_err(|e| HandlerError::fatal(format!("invalid {:?} payload: {e}", T::TYPE)))?;

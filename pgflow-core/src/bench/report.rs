@@ -126,24 +126,8 @@ pub fn render(env: &Environment, f: &Figures) -> String {
     for l in &env.lines {
         s.push_str(&format!("- {l}\n"));
     }
-    s.push_str("\n### Results\n\n| scenario | queue | messages | seconds | msg/s | latency p50 / p99 (ms) |\n|---|---|---:|---:|---:|---|\n");
-    for r in &f.rows {
-        let lat = r
-            .latencies
-            .iter()
-            .map(|(w, p50, p99)| format!("{w}: {p50:.2} / {p99:.2}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        s.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.0} | {} |\n",
-            r.scenario,
-            r.backend,
-            r.messages,
-            r.secs,
-            r.rate(),
-            lat
-        ));
-    }
+    s.push_str("\n### Results\n\n");
+    table(&mut s, &f.rows);
     s.push_str("\n### Against the targets\n\n");
     let batched_del = find(f, "batched e2e (", "pgflow (ack = delete");
     let batched_arc = find(f, "batched e2e (", "pgflow (ack = archive");

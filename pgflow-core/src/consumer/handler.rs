@@ -133,7 +133,7 @@ pub(crate) fn decode_as<T: MessageType>(msg: &Delivery) -> Result<T, HandlerErro
             T::SCHEMA_VERSION
         )));
     }
-    msg.decode::<T>()
+    T::deserialize(&msg.payload)
         .map_err(|e| HandlerError::fatal(format!("malformed {:?} payload: {e}", T::TYPE)))
 }
 
