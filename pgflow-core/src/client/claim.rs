@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::settle::Failure;
+use sqlx::{FromRow, Row};
+
+use super::settle::{lost, split, AckReport, Failure};
 use super::Pgflow;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Receipt};
 use crate::error::Result;
 use crate::queue_name::QueueName;
 
@@ -38,6 +40,50 @@ UPDATE pgflow.messages m
 RETURNING m.id, m.seq, m.queue_name, m.target, m.priority, m.msg_type, m.schema_version,
           m.trace_id, m.source, m.payload, m.attempts, q.max_retries, m.created_at,
           m.visible_at AS lease_expires_at, m.lease, m.last_error
+"#;
+
+/// An ack of earlier messages and the next claim in one statement (one
+/// round trip, one commit): what a busy consumer does between batches.
+/// `$6`/`$7` are the receipts to ack; the rest is [`CLAIM_SQL`]. Every
+/// result row carries the acked ids; with nothing to claim there is one row
+/// whose claim columns are NULL.
+const ACK_CLAIM_SQL: &str = r#"
+WITH d AS (
+    DELETE FROM pgflow.messages m
+     USING unnest($6::uuid[], $7::uuid[]) AS r(id, lease)
+     WHERE m.id = r.id AND m.lease = r.lease AND m.visible_at > now()
+    RETURNING m.*
+), a AS (
+    INSERT INTO pgflow.archive
+        (id, seq, queue_name, target, priority, msg_type, schema_version, trace_id, source,
+         payload, attempts, created_at, history)
+    SELECT d.id, d.seq, d.queue_name, d.target, d.priority, d.msg_type, d.schema_version,
+           d.trace_id, d.source, d.payload, d.attempts, d.created_at, d.history
+      FROM d JOIN pgflow.queues aq ON aq.queue_name = d.queue_name
+     WHERE aq.archive_retention > interval '0'
+), q AS (
+    SELECT queue_name, max_retries, visibility_timeout_ms FROM pgflow.queues WHERE queue_name = $1
+), c AS (
+    SELECT m.ctid
+      FROM pgflow.messages m
+     WHERE m.queue_name = $1 AND m.target = $2 AND m.visible_at <= now()
+     ORDER BY m.priority DESC, m.seq
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE pgflow.messages m
+       SET attempts = m.attempts + 1,
+           lease = $4,
+           claimed_at = now(),
+           visible_at = now() + COALESCE($5, q.visibility_timeout_ms) * interval '1 millisecond'
+      FROM c, q
+     WHERE m.ctid = c.ctid
+    RETURNING m.id, m.seq, m.queue_name, m.target, m.priority, m.msg_type, m.schema_version,
+              m.trace_id, m.source, m.payload, m.attempts, q.max_retries, m.created_at,
+              m.visible_at AS lease_expires_at, m.lease, m.last_error
+)
+SELECT (SELECT coalesce(array_agg(d.id), '{}') FROM d) AS acked, u.*
+  FROM (SELECT 1) AS one LEFT JOIN u ON true
 "#;
 
 /// How to claim.
@@ -91,7 +137,7 @@ impl Pgflow {
             .visibility_timeout
             .map(|d| d.as_millis().clamp(1, i32::MAX as u128) as i64);
         let lease = Uuid::new_v4();
-        let mut rows: Vec<Delivery> = sqlx::query_as(CLAIM_SQL)
+        let rows: Vec<Delivery> = sqlx::query_as(CLAIM_SQL)
             .bind(queue.as_str())
             .bind(opts.target.as_deref().unwrap_or(""))
             .bind(max)
@@ -99,6 +145,64 @@ impl Pgflow {
             .bind(vt_ms)
             .fetch_all(&self.pool)
             .await?;
+        self.after_claim(queue, rows).await
+    }
+
+    /// Acks `acks` and claims up to `max` more in one statement (one round
+    /// trip and one commit). The ack is fenced exactly like
+    /// [`Pgflow::ack_batch`]; both parts commit or neither does.
+    pub async fn ack_and_claim(
+        &self,
+        queue: &QueueName,
+        acks: &[Receipt],
+        max: usize,
+        opts: &ClaimOptions,
+    ) -> Result<(AckReport, Vec<Delivery>)> {
+        if acks.is_empty() {
+            return Ok((
+                AckReport::default(),
+                self.claim_with(queue, max, opts).await?,
+            ));
+        }
+        if max == 0 {
+            return Ok((self.ack_batch(acks).await?, Vec::new()));
+        }
+        let max = max.min(MAX_CLAIM_BATCH) as i64;
+        let vt_ms = opts
+            .visibility_timeout
+            .map(|d| d.as_millis().clamp(1, i32::MAX as u128) as i64);
+        let (ids, leases) = split(acks);
+        let rows = sqlx::query(ACK_CLAIM_SQL)
+            .bind(queue.as_str())
+            .bind(opts.target.as_deref().unwrap_or(""))
+            .bind(max)
+            .bind(Uuid::new_v4())
+            .bind(vt_ms)
+            .bind(&ids)
+            .bind(&leases)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut acked: Vec<Uuid> = Vec::new();
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if i == 0 {
+                acked = row.try_get("acked")?;
+            }
+            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+                claimed.push(Delivery::from_row(row)?);
+            }
+        }
+        let lost = lost(acks, &acked);
+        let claimed = self.after_claim(queue, claimed).await?;
+        Ok((AckReport { acked, lost }, claimed))
+    }
+
+    /// Orders a claim's rows and dead-letters those delivered too often.
+    async fn after_claim(
+        &self,
+        queue: &QueueName,
+        mut rows: Vec<Delivery>,
+    ) -> Result<Vec<Delivery>> {
         rows.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
 
         if rows.iter().any(|d| d.attempts > d.max_retries + 1) {

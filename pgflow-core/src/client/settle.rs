@@ -141,11 +141,11 @@ pub struct AckReport {
     pub lost: Vec<Uuid>,
 }
 
-fn split(receipts: &[Receipt]) -> (Vec<Uuid>, Vec<Uuid>) {
+pub(super) fn split(receipts: &[Receipt]) -> (Vec<Uuid>, Vec<Uuid>) {
     receipts.iter().map(|r| (r.id, r.lease)).unzip()
 }
 
-fn lost(receipts: &[Receipt], done: &[Uuid]) -> Vec<Uuid> {
+pub(super) fn lost(receipts: &[Receipt], done: &[Uuid]) -> Vec<Uuid> {
     receipts
         .iter()
         .map(|r| r.id)

@@ -7,13 +7,13 @@
 //! a while; if it still fails the messages are logged and counted, and
 //! their leases expire so they are delivered again (at-least-once).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::state::{ConsumerState, Count};
-use crate::client::{Failure, NackOutcome, Pgflow};
+use crate::client::{AckReport, Failure, NackOutcome, Pgflow};
 use crate::delivery::Receipt;
 use crate::error::{report, Result};
 
@@ -24,44 +24,105 @@ const SETTLE_DELAY: Duration = Duration::from_millis(2);
 /// Attempts at one settlement before giving up on it.
 const SETTLE_ATTEMPTS: u32 = 6;
 
-/// One finished message: `failure` is `None` on success.
+/// One failed message, to be nacked.
 #[derive(Debug)]
 pub(crate) struct Completion {
     pub receipt: Receipt,
-    pub failure: Option<Failure>,
+    pub failure: Failure,
 }
 
-/// Runs until every sender is dropped and the last batch is settled.
+/// Successful messages waiting for their ack. Whoever settles next takes
+/// them: the completer, or the fetch loop, which acks them in the same
+/// statement as its next claim ([`Pgflow::ack_and_claim`]).
+#[derive(Debug, Default)]
+pub(crate) struct PendingAcks {
+    buf: Mutex<Vec<Receipt>>,
+    added: Notify,
+}
+
+impl PendingAcks {
+    /// Adds a receipt to ack.
+    pub(crate) fn push(&self, r: Receipt) {
+        if let Ok(mut b) = self.buf.lock() {
+            b.push(r);
+        }
+        self.added.notify_one();
+    }
+
+    /// Takes up to [`MAX_SETTLE`] receipts.
+    pub(crate) fn take(&self) -> Vec<Receipt> {
+        match self.buf.lock() {
+            Ok(mut b) if b.len() > MAX_SETTLE => b.drain(..MAX_SETTLE).collect(),
+            Ok(mut b) => std::mem::take(&mut *b),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Gives back receipts whose ack did not happen.
+    pub(crate) fn put_back(&self, rs: Vec<Receipt>) {
+        if rs.is_empty() {
+            return;
+        }
+        if let Ok(mut b) = self.buf.lock() {
+            b.extend(rs);
+        }
+        self.added.notify_one();
+    }
+}
+
+/// Runs until every failure sender is dropped and everything is settled.
 pub(crate) async fn run(
     pg: Pgflow,
     mut rx: mpsc::UnboundedReceiver<Completion>,
+    acks: Arc<PendingAcks>,
     state: Arc<ConsumerState>,
 ) {
-    while let Some(first) = rx.recv().await {
-        // Let the completions of a burst gather: one statement settles
-        // them all. Handlers never wait for this; only lease release does.
-        tokio::time::sleep(SETTLE_DELAY).await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_SETTLE {
+    loop {
+        let mut nacks = Vec::new();
+        let open = tokio::select! {
+            c = rx.recv() => match c {
+                Some(c) => {
+                    nacks.push((c.receipt, c.failure));
+                    true
+                }
+                None => false,
+            },
+            _ = acks.added.notified() => true,
+        };
+        if open {
+            // Let the completions of a burst gather: one statement settles
+            // them all (unless the fetch loop's next claim takes the acks
+            // first). Handlers never wait for this; only lease release does.
+            tokio::time::sleep(SETTLE_DELAY).await;
+        }
+        while nacks.len() < MAX_SETTLE {
             match rx.try_recv() {
-                Ok(c) => batch.push(c),
+                Ok(c) => nacks.push((c.receipt, c.failure)),
                 Err(_) => break,
             }
         }
-        let mut acks = Vec::new();
-        let mut nacks = Vec::new();
-        for c in batch {
-            match c.failure {
-                None => acks.push(c.receipt),
-                Some(f) => nacks.push((c.receipt, f)),
+        loop {
+            let batch = acks.take();
+            if batch.is_empty() {
+                break;
             }
-        }
-        if !acks.is_empty() {
-            settle_acks(&pg, &acks, &state).await;
+            settle_acks(&pg, &batch, &state).await;
         }
         if !nacks.is_empty() {
             settle_nacks(&pg, &nacks, &state).await;
         }
+        if !open {
+            return;
+        }
+    }
+}
+
+/// Counts what an ack did.
+pub(crate) fn account_acks(report: &AckReport, state: &ConsumerState) {
+    state.add(Count::Succeeded, report.acked.len() as u64);
+    if !report.lost.is_empty() {
+        state.add(Count::LeaseLost, report.lost.len() as u64);
+        tracing::warn!(ids = ?report.lost, "ack refused: lease expired or taken over; the messages will be (or were) delivered again");
     }
 }
 
@@ -89,13 +150,8 @@ where
 }
 
 async fn settle_acks(pg: &Pgflow, acks: &[Receipt], state: &ConsumerState) {
-    let Some(report) = with_retries("ack", acks.len(), || pg.ack_batch(acks)).await else {
-        return;
-    };
-    state.add(Count::Succeeded, report.acked.len() as u64);
-    if !report.lost.is_empty() {
-        state.add(Count::LeaseLost, report.lost.len() as u64);
-        tracing::warn!(ids = ?report.lost, "ack refused: lease expired or taken over; the messages will be (or were) delivered again");
+    if let Some(report) = with_retries("ack", acks.len(), || pg.ack_batch(acks)).await {
+        account_acks(&report, state);
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::completer;
+use super::completer::{self, PendingAcks};
 use super::config::ConsumerConfig;
 use super::state::ConsumerState;
 use super::worker::{execute, HandlerKind, InFlight, WorkerCtx};
@@ -83,7 +83,13 @@ impl Consumer {
             target,
         };
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let completer = tokio::spawn(completer::run(self.pg.clone(), done_rx, self.state.clone()));
+        let acks = Arc::new(PendingAcks::default());
+        let completer = tokio::spawn(completer::run(
+            self.pg.clone(),
+            done_rx,
+            acks.clone(),
+            self.state.clone(),
+        ));
         let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
         let ctx = WorkerCtx {
             pg: self.pg.clone(),
@@ -91,6 +97,7 @@ impl Consumer {
             timeout: cfg.timeout,
             state: self.state.clone(),
             done: done_tx,
+            acks,
             in_flight: in_flight.clone(),
         };
         let slots = Arc::new(Semaphore::new(cfg.slots()));
@@ -159,9 +166,24 @@ impl Consumer {
             }
             self.state.polled();
             let want = permits.num_permits();
+            // Acks of finished messages ride along with the claim.
+            let acks = ctx.acks.take();
             let claimed = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                r = self.pg.claim_with(&cfg.queue, want, opts) => r,
+                _ = shutdown.cancelled() => {
+                    ctx.acks.put_back(acks);
+                    return Ok(());
+                }
+                r = self.pg.ack_and_claim(&cfg.queue, &acks, want, opts) => r,
+            };
+            let claimed = match claimed {
+                Ok((report, batch)) => {
+                    completer::account_acks(&report, &self.state);
+                    Ok(batch)
+                }
+                Err(e) => {
+                    ctx.acks.put_back(acks);
+                    Err(e)
+                }
             };
             let batch = match claimed {
                 Ok(b) => b,

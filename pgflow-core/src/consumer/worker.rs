@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::completer::Completion;
+use super::completer::{Completion, PendingAcks};
 use super::handler::{Handler, HandlerError, HandlerResult, TxHandler};
 use super::state::{ConsumerState, Count};
 use crate::client::Pgflow;
@@ -40,6 +40,7 @@ pub(crate) struct WorkerCtx {
     pub timeout: Duration,
     pub state: Arc<ConsumerState>,
     pub done: mpsc::UnboundedSender<Completion>,
+    pub acks: Arc<PendingAcks>,
     pub in_flight: InFlight,
 }
 
@@ -103,12 +104,16 @@ pub(crate) async fn execute(ctx: WorkerCtx, d: Delivery, permit: OwnedSemaphoreP
                 tracing::warn!(error = %e, fatal = e.is_fatal(), ms = took.as_millis() as u64, "handler failed");
             }
         }
-        let already_acked = matches!(ctx.handler, HandlerKind::Tx(_)) && result.is_ok();
-        if !already_acked {
-            let _ = ctx.done.send(Completion {
-                receipt,
-                failure: result.err().map(HandlerError::into_failure),
-            });
+        match result {
+            Err(e) => {
+                let _ = ctx.done.send(Completion {
+                    receipt,
+                    failure: e.into_failure(),
+                });
+            }
+            // Transactional handlers acked in their own transaction.
+            Ok(()) if matches!(ctx.handler, HandlerKind::Tx(_)) => {}
+            Ok(()) => ctx.acks.push(receipt),
         }
         if let Ok(mut m) = ctx.in_flight.lock() {
             m.remove(&receipt.id);

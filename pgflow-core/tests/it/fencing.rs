@@ -160,3 +160,40 @@ async fn ack_archives_or_deletes_by_retention_and_prune_removes_old() {
         2
     );
 }
+
+#[tokio::test]
+async fn ack_and_claim_acks_fenced_and_claims_in_one_statement() {
+    let t = crate::support::db().await;
+    let q = crate::support::queue(&t.pgflow, "ack_claim", 3).await;
+    let msgs: Vec<_> = (0..5).map(crate::support::msg).collect();
+    t.pgflow.send_batch(&q, &msgs).await.unwrap();
+    let opts = pgflow_core::ClaimOptions::default();
+    let first = t.pgflow.claim(&q, 2).await.unwrap();
+    // One of the two leases expires and is taken over before the ack.
+    crate::support::expire_lease(&t.pgflow, first[1].id).await;
+    let receipts: Vec<_> = first.iter().map(|d| d.receipt()).collect();
+    let (report, next) = t
+        .pgflow
+        .ack_and_claim(&q, &receipts, 10, &opts)
+        .await
+        .unwrap();
+    assert_eq!(report.acked, vec![first[0].id]);
+    assert_eq!(report.lost, vec![first[1].id]);
+    // The expired one is claimable again, with the three never claimed.
+    assert_eq!(next.len(), 4);
+    assert!(next.iter().any(|d| d.id == first[1].id && d.attempts == 2));
+    // Nothing left to claim: the acks still happen.
+    let receipts: Vec<_> = next.iter().map(|d| d.receipt()).collect();
+    let (report, none) = t
+        .pgflow
+        .ack_and_claim(&q, &receipts, 10, &opts)
+        .await
+        .unwrap();
+    assert_eq!(report.acked.len(), 4);
+    assert!(report.lost.is_empty() && none.is_empty());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pgflow.messages")
+        .fetch_one(t.pgflow.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
