@@ -3,6 +3,7 @@
 
 mod consume;
 mod output;
+pub mod roles;
 mod up;
 
 pub use consume::EXEC_RETRY_STATUS;
@@ -44,7 +45,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or upgrade the queue schema and the design's 16 queues.
-    Init,
+    Init(InitArgs),
     /// List queues with depth, in flight, delayed, DLQ size and throughput.
     Queues,
     /// Statistics of one queue.
@@ -71,12 +72,26 @@ pub enum Command {
     /// Queue settings.
     #[command(subcommand)]
     Queue(QueueCommand),
-    /// Run the system locally: a private PostgreSQL when no URL is given,
-    /// migrations, and a live view of the queues until Ctrl-C.
+    /// Run the whole system locally: a private PostgreSQL when no URL is
+    /// given, migrations, centralcloud, genesis and N singularity instances
+    /// (binaries next to pgflow), and a live view until Ctrl-C; `--demo`
+    /// feeds scenarios.
     Up(up::UpArgs),
     /// Consume a queue: print each handled message as a JSON line (or run
     /// a command per message with `--exec`); stops on Ctrl-C after draining.
     Consume(consume::ConsumeArgs),
+}
+
+/// Arguments of `pgflow init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// After migrating, set the password of each service role from
+    /// PGFLOW_SINGULARITY_PASSWORD, PGFLOW_CENTRALCLOUD_PASSWORD and
+    /// PGFLOW_GENESIS_PASSWORD, or from the file named by the same name
+    /// with `_FILE` appended (docker secrets). A role whose variables are
+    /// unset keeps its password. Passwords are never taken as flags.
+    #[arg(long)]
+    pub role_passwords_from_env: bool,
 }
 
 /// Arguments of `pgflow send`.
@@ -215,7 +230,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
 
 async fn run_admin(url: &str, command: Command, json: bool) -> Result<()> {
     let pg = Pgflow::connect(url).await?;
-    if !matches!(command, Command::Init) {
+    if !matches!(command, Command::Init(_)) {
         pg.check_schema().await?;
     }
     let result = admin_command(&pg, command, json).await;
@@ -225,10 +240,19 @@ async fn run_admin(url: &str, command: Command, json: bool) -> Result<()> {
 
 async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> {
     match command {
-        Command::Init => {
+        Command::Init(args) => {
             pg.migrate().await?;
             let n = pg.list_queue_configs().await?.len();
-            output::done(json, &format!("schema is up to date; {n} queues"), n as u64)
+            let mut message = format!("schema is up to date; {n} queues");
+            if args.role_passwords_from_env {
+                let set = roles::set_passwords_from_env(pg.pool()).await?;
+                message.push_str(&if set.is_empty() {
+                    "; no role password variable set, role passwords unchanged".to_string()
+                } else {
+                    format!("; password set for roles {}", set.join(", "))
+                });
+            }
+            output::done(json, &message, n as u64)
         }
         Command::Queues => output::queues(json, &pg.list_queues().await?),
         Command::Stats { queue } => {

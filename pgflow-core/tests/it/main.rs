@@ -13,6 +13,7 @@ mod ops;
 mod outage;
 mod retry_dlq;
 mod roles;
+mod roles_passwords;
 mod send_claim;
 mod spool;
 mod support;

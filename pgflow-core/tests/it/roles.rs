@@ -147,3 +147,111 @@ async fn consumers_run_under_their_roles_with_every_delivery_kind() {
     stop.cancel();
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn each_service_role_is_denied_the_other_services_tables() {
+    let t = db().await;
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT schemaname::text, tablename::text FROM pg_tables
+          WHERE schemaname IN ('singularity', 'centralcloud', 'genesis')
+          ORDER BY 1, 2",
+    )
+    .fetch_all(t.pgflow.pool())
+    .await
+    .unwrap();
+    for schema in ["singularity", "centralcloud", "genesis"] {
+        assert!(
+            tables.iter().any(|(s, _)| s == schema),
+            "{schema} has tables: {tables:?}"
+        );
+    }
+    for role in ["singularity", "centralcloud", "genesis"] {
+        let pg = t.connect_as(role).await.unwrap();
+        for (schema, table) in &tables {
+            // Names come from pg_tables (the migrations' own), not from input.
+            let sql = format!("SELECT count(*) FROM {schema}.{table}");
+            let result = sqlx::query(&sql).fetch_all(pg.pool()).await;
+            if schema == role {
+                result.unwrap_or_else(|e| panic!("{role} reads its own {schema}.{table}: {e}"));
+            } else {
+                let err = result.unwrap_err();
+                assert!(
+                    err.to_string().contains("permission denied"),
+                    "{role} on {schema}.{table}: {err}"
+                );
+            }
+        }
+        pg.close().await;
+    }
+}
+
+#[tokio::test]
+async fn each_service_role_is_denied_the_queues_it_does_not_own() {
+    let t = db().await;
+    let sing = t.connect_as("singularity").await.unwrap();
+    let cc = t.connect_as("centralcloud").await.unwrap();
+    let genesis = t.connect_as("genesis").await.unwrap();
+    let rls = |e: pgflow_core::Error| {
+        assert!(e.to_string().contains("row-level security"), "{e}");
+    };
+
+    // CentralCloud cannot send to Genesis's request queues (only to its
+    // learning-loop queue), nor answer in Genesis's place.
+    for queue in [
+        "genesis_rule_updates",
+        "genesis_llm_config_updates",
+        "code_execution_requests",
+        "code_execution_results",
+    ] {
+        rls(cc.send(&q(queue), msg(1)).await.unwrap_err());
+    }
+    cc.send(&q("learning_loop_completed_queue"), msg(1))
+        .await
+        .unwrap();
+
+    // Genesis cannot claim proposals (nor send them), only its own requests.
+    sing.send(&q("proposals_for_consensus_queue"), msg(2))
+        .await
+        .unwrap();
+    sing.send(&q("code_execution_requests"), msg(3))
+        .await
+        .unwrap();
+    assert!(genesis
+        .claim(&q("proposals_for_consensus_queue"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    rls(genesis
+        .send(&q("proposals_for_consensus_queue"), msg(4))
+        .await
+        .unwrap_err());
+    assert_eq!(
+        genesis
+            .claim(&q("code_execution_requests"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Nor can Genesis reach the proposal row behind RLS with plain SQL.
+    let touched = sqlx::query(
+        "UPDATE pgflow.messages SET priority = 9 WHERE queue_name = 'proposals_for_consensus_queue'",
+    )
+    .execute(genesis.pool())
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(touched, 0);
+
+    // Singularity cannot answer its own Genesis requests or claim Genesis's work.
+    rls(sing
+        .send(&q("code_execution_results"), msg(5).target("singularity_1"))
+        .await
+        .unwrap_err());
+    sing.send(&q("genesis_rule_updates"), msg(6)).await.unwrap();
+    assert!(sing
+        .claim(&q("genesis_rule_updates"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -2,7 +2,11 @@
 //! database, reports ready, and shuts down cleanly on SIGTERM.
 #![allow(clippy::unwrap_used)]
 
+mod compose;
 mod consumer_kill;
+mod failures;
 mod genesis_flow;
 mod journey;
+mod security;
 mod services;
+mod up;
