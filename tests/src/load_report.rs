@@ -104,7 +104,7 @@ pub fn render(env: &[String], runs: &[RunResult], notes: &[String]) -> String {
     }
     s.push_str(
         "\n### Results\n\n\
-         | run | proposals accepted | submit s (/s) | POST p50 / p99 ms | drain s | drained /s | queues idle s | applied / other final | lost | DLQ | journey p50 / p99 / max ms | consensus p50 / p99 ms | execution p50 / p99 ms | decided by |\n\
+         | run | proposals accepted | submit s (/s) | POST p50 / p99 ms | drain s | drained /s | queues idle s | applied / consensus_failed / rolled_back / failed | lost | DLQ | journey p50 / p99 / max ms | consensus p50 / p99 ms | execution p50 / p99 ms | decided by |\n\
          |---|---:|---:|---|---:|---:|---:|---|---:|---:|---|---|---|---|\n",
     );
     for r in runs {
@@ -130,6 +130,7 @@ pub fn render(env: &[String], runs: &[RunResult], notes: &[String]) -> String {
             .map(|(k, n)| format!("{k} {n}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let other = format!("{} / {} / {}", r.consensus_failed, r.rolled_back, r.failed);
         s.push_str(&format!(
             "| {} ({}) | {}{} | {:.2} ({:.0}) | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} |\n",
             r.label,
@@ -147,7 +148,7 @@ pub fn render(env: &[String], runs: &[RunResult], notes: &[String]) -> String {
             rate,
             idle,
             r.applied,
-            r.consensus_failed + r.rolled_back + r.failed,
+            other,
             if r.timed_out {
                 format!(
                     "– ({} not final at timeout, {} messages still queued)",
