@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pgflow_core::service::{DatabaseArgs, HttpArgs};
+use pgflow_core::service::{ConsumerArgs, DatabaseArgs, HttpArgs};
 use pgflow_core::RetryPolicy;
 
 /// Command line of centralcloud.
@@ -29,7 +29,10 @@ pub struct Cli {
     /// Ops HTTP server and metrics settings.
     #[command(flatten)]
     pub http: HttpArgs,
-    /// Consumer settings.
+    /// Workers per consumer.
+    #[command(flatten)]
+    pub workers: WorkerArgs,
+    /// How the consumers poll, retry and time out.
     #[command(flatten)]
     pub consumers: ConsumerArgs,
     /// Consensus and learning settings.
@@ -55,9 +58,9 @@ pub enum Command {
     },
 }
 
-/// The consumers' knobs (seeds 000 and 003).
+/// Workers per consumer (seed 003's names and defaults).
 #[derive(Debug, Clone, Args)]
-pub struct ConsumerArgs {
+pub struct WorkerArgs {
     /// Workers handling proposals_for_consensus_queue.
     #[arg(long, env = "PGFLOW_PROPOSALS_WORKERS", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -74,25 +77,6 @@ pub struct ConsumerArgs {
     #[arg(long, env = "PGFLOW_VOTES_WORKERS", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub votes_workers: u32,
-    /// Retries after the first attempt before a message is dead-lettered.
-    #[arg(long, env = "PGFLOW_MAX_RETRIES", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(0..=1000))]
-    pub max_retries: u32,
-    /// Base delay of the exponential retry backoff, in milliseconds.
-    #[arg(long, env = "PGFLOW_RETRY_DELAY_MS", default_value_t = 1000)]
-    pub retry_delay_ms: u32,
-    /// Polling fallback of the consumers when no NOTIFY arrives, in milliseconds.
-    #[arg(long, env = "PGFLOW_POLL_INTERVAL_MS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub poll_interval_ms: u64,
-    /// Largest claim per statement.
-    #[arg(long, env = "PGFLOW_BATCH_SIZE", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub batch_size: u32,
-    /// Time a handler may take for one message, in milliseconds.
-    #[arg(long, env = "PGFLOW_TIMEOUT_MS", default_value_t = 30_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout_ms: u64,
 }
 
 /// Consensus and learning knobs.
@@ -204,7 +188,7 @@ impl Default for Settings {
 impl Settings {
     /// The settings a command line asks for.
     pub fn from_cli(cli: &Cli) -> Self {
-        let (c, e) = (&cli.consumers, &cli.engine);
+        let (c, w, e) = (&cli.consumers, &cli.workers, &cli.engine);
         Self {
             quorum: e.quorum,
             vote_deadline: Duration::from_millis(e.vote_deadline_ms),
@@ -212,15 +196,11 @@ impl Settings {
             learning_interval: (e.learning_interval_ms > 0)
                 .then(|| Duration::from_millis(e.learning_interval_ms)),
             learning_min_samples: e.learning_min_samples,
-            proposals_workers: c.proposals_workers as usize,
-            metrics_workers: c.metrics_workers as usize,
-            patterns_workers: c.patterns_workers as usize,
-            votes_workers: c.votes_workers as usize,
-            retry: RetryPolicy {
-                max_retries: c.max_retries,
-                base_delay_ms: c.retry_delay_ms,
-                ..RetryPolicy::default()
-            },
+            proposals_workers: w.proposals_workers as usize,
+            metrics_workers: w.metrics_workers as usize,
+            patterns_workers: w.patterns_workers as usize,
+            votes_workers: w.votes_workers as usize,
+            retry: c.retry(),
             poll_interval: Duration::from_millis(c.poll_interval_ms),
             batch_size: c.batch_size as usize,
             timeout: Duration::from_millis(c.timeout_ms),

@@ -30,6 +30,69 @@ use crate::ops::{self, OpsState};
 /// ops server lets requests in progress finish) before aborting them.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How a service's consumers poll, retry and time out (seeds 000 and 003:
+/// `PGFLOW_MAX_RETRIES`, `PGFLOW_RETRY_DELAY_MS`, poll interval, batch size,
+/// timeout), shared by the services' command lines.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ConsumerArgs {
+    /// Retries of a failed message before it goes to the dead-letter queue.
+    #[arg(long, env = "PGFLOW_MAX_RETRIES", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub max_retries: u32,
+    /// Base delay of the exponential retry backoff, in milliseconds.
+    #[arg(long, env = "PGFLOW_RETRY_DELAY_MS", default_value_t = 1000)]
+    pub retry_delay_ms: u32,
+    /// Polling fallback when no NOTIFY arrives, in milliseconds.
+    #[arg(long, env = "PGFLOW_POLL_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_interval_ms: u64,
+    /// Largest claim per statement.
+    #[arg(long, env = "PGFLOW_BATCH_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
+    /// Time a handler may take for one message, in milliseconds.
+    #[arg(long, env = "PGFLOW_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+}
+
+impl Default for ConsumerArgs {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            retry_delay_ms: 1000,
+            poll_interval_ms: 1000,
+            batch_size: 10,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+impl ConsumerArgs {
+    /// The retry policy these settings ask for.
+    pub fn retry(&self) -> crate::queue_config::RetryPolicy {
+        crate::queue_config::RetryPolicy {
+            max_retries: self.max_retries,
+            base_delay_ms: self.retry_delay_ms,
+            ..crate::queue_config::RetryPolicy::default()
+        }
+    }
+
+    /// A consumer of `queue` with these settings and `workers` slots.
+    pub fn consumer(
+        &self,
+        queue: crate::QueueName,
+        workers: impl Into<usize>,
+    ) -> crate::consumer::ConsumerConfig {
+        crate::consumer::ConsumerConfig::new(queue)
+            .workers(workers.into())
+            .batch_size(usize::try_from(self.batch_size).unwrap_or(10))
+            .poll_interval(Duration::from_millis(self.poll_interval_ms))
+            .timeout(Duration::from_millis(self.timeout_ms))
+            .retry(self.retry())
+    }
+}
+
 /// Connection settings shared by the services (flags with env fallbacks).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {

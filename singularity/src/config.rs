@@ -7,10 +7,6 @@
 //! ([`crate::cli::genesis`]).
 
 use std::path::PathBuf;
-use std::time::Duration;
-
-use pgflow_core::consumer::ConsumerConfig;
-use pgflow_core::{QueueName, RetryPolicy};
 
 /// The default instance name (docker-compose names them `singularity_1..3`).
 pub const DEFAULT_INSTANCE_ID: &str = "singularity_1";
@@ -58,56 +54,8 @@ pub struct WorkerArgs {
     pub genesis_workers: u16,
 }
 
-/// How the consumers poll, retry and time out.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ConsumerArgs {
-    /// Retries of a failed message before it goes to the dead-letter queue.
-    #[arg(long, env = "PGFLOW_MAX_RETRIES", default_value_t = 3)]
-    pub max_retries: u32,
-    /// Base delay of the exponential retry backoff, in milliseconds.
-    #[arg(long, env = "PGFLOW_RETRY_DELAY_MS", default_value_t = 1000)]
-    pub retry_delay_ms: u32,
-    /// Polling fallback when no NOTIFY arrives, in milliseconds.
-    #[arg(long, env = "PGFLOW_POLL_INTERVAL_MS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub poll_interval_ms: u64,
-    /// Largest claim per statement.
-    #[arg(long, env = "PGFLOW_BATCH_SIZE", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub batch_size: u64,
-    /// Time a handler may take for one message, in milliseconds.
-    #[arg(long, env = "PGFLOW_TIMEOUT_MS", default_value_t = 30_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout_ms: u64,
-}
-
-impl Default for ConsumerArgs {
-    fn default() -> Self {
-        Self {
-            max_retries: 3,
-            retry_delay_ms: 1000,
-            poll_interval_ms: 1000,
-            batch_size: 10,
-            timeout_ms: 30_000,
-        }
-    }
-}
-
-impl ConsumerArgs {
-    /// A consumer of `queue` with these settings and `workers` slots.
-    pub fn consumer(&self, queue: QueueName, workers: u16) -> ConsumerConfig {
-        ConsumerConfig::new(queue)
-            .workers(usize::from(workers))
-            .batch_size(usize::try_from(self.batch_size).unwrap_or(10))
-            .poll_interval(Duration::from_millis(self.poll_interval_ms))
-            .timeout(Duration::from_millis(self.timeout_ms))
-            .retry(RetryPolicy {
-                max_retries: self.max_retries,
-                base_delay_ms: self.retry_delay_ms,
-                ..RetryPolicy::default()
-            })
-    }
-}
+/// How the consumers poll, retry and time out (shared with the other services).
+pub use pgflow_core::service::ConsumerArgs;
 
 /// Everything the running service needs besides the database and HTTP settings.
 #[derive(Debug, Clone, clap::Args)]
