@@ -2,6 +2,72 @@
 //! submodules: sending, claiming, settling (ack / nack / lease), the
 //! dead-letter queue, and administration (stats, pending, archive pruning).
 
+/// The SQL pieces that several statements share (`concat!`-ed into consts).
+mod sql {
+    /// CTEs `d` (delete the acked rows, fenced by lease and expiry) and `a`
+    /// (archive them when the queue keeps an archive); binds `$ACK_IDS`,
+    /// `$ACK_LEASES` as given.
+    macro_rules! ack_ctes {
+        ($ids:literal, $leases:literal) => {
+            concat!(
+                "d AS (
+    DELETE FROM pgflow.messages m
+     USING unnest(",
+                $ids,
+                "::uuid[], ",
+                $leases,
+                "::uuid[]) AS r(id, lease)
+     WHERE m.id = r.id AND m.lease = r.lease AND m.visible_at > now()
+    RETURNING m.*
+), a AS (
+    INSERT INTO pgflow.archive
+        (id, seq, queue_name, target, priority, msg_type, schema_version, trace_id, source,
+         payload, attempts, created_at, history)
+    SELECT d.id, d.seq, d.queue_name, d.target, d.priority, d.msg_type, d.schema_version,
+           d.trace_id, d.source, d.payload, d.attempts, d.created_at, d.history
+      FROM d JOIN pgflow.queues aq ON aq.queue_name = d.queue_name
+     WHERE aq.archive_retention > interval '0'
+)"
+            )
+        };
+    }
+
+    /// CTEs `q` (the queue's settings) and `c` (the next rows in claim
+    /// order, locked, skipping locked ones): `$1` queue, `$2` target, `$3` limit.
+    macro_rules! claim_ctes {
+        () => {
+            "q AS (
+    SELECT queue_name, max_retries, visibility_timeout_ms FROM pgflow.queues WHERE queue_name = $1
+), c AS (
+    SELECT m.ctid
+      FROM pgflow.messages m
+     WHERE m.queue_name = $1 AND m.target = $2 AND m.visible_at <= now()
+     ORDER BY m.priority DESC, m.seq
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+)"
+        };
+    }
+
+    /// The lease update of the rows `c` found: `$4` lease token, `$5` lease ms.
+    macro_rules! claim_update {
+        () => {
+            "UPDATE pgflow.messages m
+   SET attempts = m.attempts + 1,
+       lease = $4,
+       claimed_at = now(),
+       visible_at = now() + COALESCE($5, q.visibility_timeout_ms) * interval '1 millisecond'
+  FROM c, q
+ WHERE m.ctid = c.ctid
+RETURNING m.id, m.seq, m.queue_name, m.target, m.priority, m.msg_type, m.schema_version,
+          m.trace_id, m.source, m.payload, m.attempts, q.max_retries, m.created_at,
+          m.visible_at AS lease_expires_at, m.lease, m.last_error"
+        };
+    }
+
+    pub(super) use {ack_ctes, claim_ctes, claim_update};
+}
+
 mod admin;
 mod claim;
 mod coalesce;

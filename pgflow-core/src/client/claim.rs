@@ -8,6 +8,7 @@ use uuid::Uuid;
 use sqlx::{FromRow, Row};
 
 use super::settle::{lost, split, AckReport, Failure};
+use super::sql::{ack_ctes, claim_ctes, claim_update};
 use super::Pgflow;
 use crate::delivery::{Delivery, Receipt};
 use crate::error::Result;
@@ -19,72 +20,24 @@ pub const MAX_CLAIM_BATCH: usize = 10_000;
 /// The rows are found in claim order and locked by the CTE, then updated
 /// through their `ctid` (a TID scan, no second index lookup; the lock keeps
 /// the ctid stable for the statement).
-const CLAIM_SQL: &str = r#"
-WITH q AS (
-    SELECT queue_name, max_retries, visibility_timeout_ms FROM pgflow.queues WHERE queue_name = $1
-), c AS (
-    SELECT m.ctid
-      FROM pgflow.messages m
-     WHERE m.queue_name = $1 AND m.target = $2 AND m.visible_at <= now()
-     ORDER BY m.priority DESC, m.seq
-     LIMIT $3
-       FOR UPDATE SKIP LOCKED
-)
-UPDATE pgflow.messages m
-   SET attempts = m.attempts + 1,
-       lease = $4,
-       claimed_at = now(),
-       visible_at = now() + COALESCE($5, q.visibility_timeout_ms) * interval '1 millisecond'
-  FROM c, q
- WHERE m.ctid = c.ctid
-RETURNING m.id, m.seq, m.queue_name, m.target, m.priority, m.msg_type, m.schema_version,
-          m.trace_id, m.source, m.payload, m.attempts, q.max_retries, m.created_at,
-          m.visible_at AS lease_expires_at, m.lease, m.last_error
-"#;
+const CLAIM_SQL: &str = concat!("WITH ", claim_ctes!(), "\n", claim_update!());
 
 /// An ack of earlier messages and the next claim in one statement (one
 /// round trip, one commit): what a busy consumer does between batches.
 /// `$6`/`$7` are the receipts to ack; the rest is [`CLAIM_SQL`]. Every
 /// result row carries the acked ids; with nothing to claim there is one row
 /// whose claim columns are NULL.
-const ACK_CLAIM_SQL: &str = r#"
-WITH d AS (
-    DELETE FROM pgflow.messages m
-     USING unnest($6::uuid[], $7::uuid[]) AS r(id, lease)
-     WHERE m.id = r.id AND m.lease = r.lease AND m.visible_at > now()
-    RETURNING m.*
-), a AS (
-    INSERT INTO pgflow.archive
-        (id, seq, queue_name, target, priority, msg_type, schema_version, trace_id, source,
-         payload, attempts, created_at, history)
-    SELECT d.id, d.seq, d.queue_name, d.target, d.priority, d.msg_type, d.schema_version,
-           d.trace_id, d.source, d.payload, d.attempts, d.created_at, d.history
-      FROM d JOIN pgflow.queues aq ON aq.queue_name = d.queue_name
-     WHERE aq.archive_retention > interval '0'
-), q AS (
-    SELECT queue_name, max_retries, visibility_timeout_ms FROM pgflow.queues WHERE queue_name = $1
-), c AS (
-    SELECT m.ctid
-      FROM pgflow.messages m
-     WHERE m.queue_name = $1 AND m.target = $2 AND m.visible_at <= now()
-     ORDER BY m.priority DESC, m.seq
-     LIMIT $3
-       FOR UPDATE SKIP LOCKED
-), u AS (
-    UPDATE pgflow.messages m
-       SET attempts = m.attempts + 1,
-           lease = $4,
-           claimed_at = now(),
-           visible_at = now() + COALESCE($5, q.visibility_timeout_ms) * interval '1 millisecond'
-      FROM c, q
-     WHERE m.ctid = c.ctid
-    RETURNING m.id, m.seq, m.queue_name, m.target, m.priority, m.msg_type, m.schema_version,
-              m.trace_id, m.source, m.payload, m.attempts, q.max_retries, m.created_at,
-              m.visible_at AS lease_expires_at, m.lease, m.last_error
-)
+const ACK_CLAIM_SQL: &str = concat!(
+    "WITH ",
+    ack_ctes!("$6", "$7"),
+    ", ",
+    claim_ctes!(),
+    ", u AS (",
+    claim_update!(),
+    ")
 SELECT (SELECT coalesce(array_agg(d.id), '{}') FROM d) AS acked, u.*
-  FROM (SELECT 1) AS one LEFT JOIN u ON true
-"#;
+  FROM (SELECT 1) AS one LEFT JOIN u ON true"
+);
 
 /// How to claim.
 #[derive(Debug, Clone, Default)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::sql::ack_ctes;
 use super::Pgflow;
 use crate::delivery::Receipt;
 use crate::error::{Error, Result};
@@ -14,23 +15,7 @@ use crate::error::{Error, Result};
 /// Longest error text stored with a message.
 pub const MAX_ERROR_LEN: usize = 8 * 1024;
 
-const ACK_SQL: &str = r#"
-WITH d AS (
-    DELETE FROM pgflow.messages m
-     USING unnest($1::uuid[], $2::uuid[]) AS r(id, lease)
-     WHERE m.id = r.id AND m.lease = r.lease AND m.visible_at > now()
-    RETURNING m.*
-), a AS (
-    INSERT INTO pgflow.archive
-        (id, seq, queue_name, target, priority, msg_type, schema_version, trace_id, source,
-         payload, attempts, created_at, history)
-    SELECT d.id, d.seq, d.queue_name, d.target, d.priority, d.msg_type, d.schema_version,
-           d.trace_id, d.source, d.payload, d.attempts, d.created_at, d.history
-      FROM d JOIN pgflow.queues q ON q.queue_name = d.queue_name
-     WHERE q.archive_retention > interval '0'
-)
-SELECT id FROM d
-"#;
+const ACK_SQL: &str = concat!("WITH ", ack_ctes!("$1", "$2"), "\nSELECT id FROM d");
 
 const NACK_SQL: &str = r#"
 WITH r AS (
