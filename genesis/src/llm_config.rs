@@ -140,11 +140,7 @@ pub fn result(update: &GenesisLlmConfigUpdate, error: Option<String>) -> LlmConf
     LlmConfigUpdateResult {
         request_id: update.request_id,
         instance_id: update.instance_id.clone(),
-        status: if error.is_some() {
-            ResultStatus::Failed
-        } else {
-            ResultStatus::Completed
-        },
+        status: ResultStatus::of(error.as_deref()),
         provider: update.provider.clone(),
         complexity: update.complexity,
         models_count: u32::try_from(update.models.len()).unwrap_or(u32::MAX),

@@ -138,11 +138,7 @@ pub fn result(update: &GenesisRuleUpdate, error: Option<String>) -> RuleUpdateRe
     RuleUpdateResult {
         request_id: update.request_id,
         instance_id: update.instance_id.clone(),
-        status: if error.is_some() {
-            ResultStatus::Failed
-        } else {
-            ResultStatus::Completed
-        },
+        status: ResultStatus::of(error.as_deref()),
         namespace: update.namespace.clone(),
         confidence: update.confidence,
         error,

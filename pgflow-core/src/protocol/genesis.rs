@@ -28,6 +28,17 @@ pub enum ResultStatus {
     Failed,
 }
 
+impl ResultStatus {
+    /// `Failed` when there is an error, else `Completed`.
+    pub fn of(error: Option<&str>) -> Self {
+        if error.is_some() {
+            Self::Failed
+        } else {
+            Self::Completed
+        }
+    }
+}
+
 /// A failed result must say why; a completed one may not carry an error.
 fn status_and_error(status: ResultStatus, error: Option<&str>) -> Check {
     match (status, error) {

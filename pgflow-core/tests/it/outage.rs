@@ -4,29 +4,15 @@
 use std::time::Duration;
 
 use pgflow_core::consumer::{handler_fn, ConsumerConfig, Runtime};
-use pgflow_core::local_pg::{LocalPostgres, StopMode};
+use pgflow_core::local_pg::StopMode;
 use pgflow_core::testing::wait_for;
-use pgflow_core::{Pgflow, PgflowOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{msg, queue};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_back_off_during_an_outage_and_resume_by_themselves() {
-    let mut pg = tokio::task::spawn_blocking(LocalPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let flow = Pgflow::connect_with(
-        &pg.url("postgres"),
-        PgflowOptions {
-            acquire_timeout: Duration::from_millis(500),
-            ..PgflowOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    flow.migrate().await.unwrap();
+    let (mut pg, flow) = crate::support::own_cluster().await;
     let q = queue(&flow, "outage_q", 3).await;
     let stop = CancellationToken::new();
     let mut rt = Runtime::new(flow.clone());

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgflow_core::local_pg::{LocalPostgres, StopMode};
+use pgflow_core::local_pg::StopMode;
 use pgflow_core::testing::wait_for;
 use pgflow_core::{
     Error, OutgoingMessage, Pgflow, PgflowOptions, Published, Publisher, QueueName, SpoolConfig,
@@ -67,20 +67,7 @@ async fn spool_offline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publishing_through_a_postgres_restart_loses_nothing_and_keeps_order() {
     // A cluster of this test's own: it is stopped and started.
-    let mut pg = tokio::task::spawn_blocking(LocalPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let flow = Pgflow::connect_with(
-        &pg.url("postgres"),
-        PgflowOptions {
-            acquire_timeout: Duration::from_millis(500),
-            ..PgflowOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    flow.migrate().await.unwrap();
+    let (mut pg, flow) = crate::support::own_cluster().await;
     let queues = Arc::new(vec![
         queue(&flow, "spool_a", 3).await,
         queue(&flow, "spool_b", 3).await,

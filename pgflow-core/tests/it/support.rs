@@ -48,3 +48,23 @@ pub async fn expire_lease(pg: &Pgflow, id: Uuid) {
 pub async fn skip_backoff(pg: &Pgflow, id: Uuid) {
     expire_lease(pg, id).await;
 }
+
+/// A private cluster of the calling test's own (it may stop and restart
+/// it), migrated, with a handle that gives up quickly while it is down.
+pub async fn own_cluster() -> (pgflow_core::local_pg::LocalPostgres, Pgflow) {
+    let pg = tokio::task::spawn_blocking(pgflow_core::local_pg::LocalPostgres::start)
+        .await
+        .expect("start task")
+        .expect("private cluster");
+    let flow = Pgflow::connect_with(
+        &pg.url("postgres"),
+        pgflow_core::PgflowOptions {
+            acquire_timeout: std::time::Duration::from_millis(500),
+            ..pgflow_core::PgflowOptions::default()
+        },
+    )
+    .await
+    .expect("connect");
+    flow.migrate().await.expect("migrate");
+    (pg, flow)
+}
