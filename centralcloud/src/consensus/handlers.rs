@@ -129,14 +129,8 @@ async fn count_vote(
     if !p.is_collecting() {
         return Ok(());
     }
-    if p.past_deadline {
-        if store::votes_pending(tx, p, msg.id).await? {
-            tracing::info!(proposal_id = %p.proposal_id, "past the deadline; more votes sent in time are queued, the last one decides");
-        } else {
-            store::finalize(&ctx.pg, tx, p, DecidedBy::Deadline).await?;
-        }
-        return Ok(());
-    }
+    // Every expected voter has a counted vote: decided, whatever the clock
+    // says (this also spares the queue scan below for the last vote).
     let voted = store::counted_votes(tx, p.proposal_id).await?;
     let all_voted = p
         .expected_voters
@@ -144,6 +138,12 @@ async fn count_vote(
         .all(|e| voted.iter().any(|c| &c.voter == e));
     if all_voted {
         store::finalize(&ctx.pg, tx, p, DecidedBy::AllVoted).await?;
+    } else if p.past_deadline {
+        if store::votes_pending(tx, p, msg.id).await? {
+            tracing::info!(proposal_id = %p.proposal_id, "past the deadline; more votes sent in time are queued, the last one decides");
+        } else {
+            store::finalize(&ctx.pg, tx, p, DecidedBy::Deadline).await?;
+        }
     }
     Ok(())
 }

@@ -95,8 +95,9 @@ struct Args {
     /// Workers per consumer in every service (PGFLOW_*_WORKERS).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: u16,
-    /// Polling fallback of every consumer (PGFLOW_POLL_INTERVAL_MS).
-    #[arg(long, default_value_t = 100)]
+    /// Polling fallback of every consumer (PGFLOW_POLL_INTERVAL_MS; the
+    /// services' default: wake-ups come by LISTEN/NOTIFY).
+    #[arg(long, default_value_t = 1000)]
     poll_interval_ms: u64,
     /// Largest claim per statement (PGFLOW_BATCH_SIZE).
     #[arg(long, default_value_t = 32)]
