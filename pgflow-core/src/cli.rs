@@ -2,6 +2,7 @@
 //! binary's `main` only parses, sets up tracing and calls [`run`].
 
 mod consume;
+pub mod dashboard;
 mod output;
 pub mod roles;
 mod up;
@@ -80,6 +81,9 @@ pub enum Command {
     /// Consume a queue: print each handled message as a JSON line (or run
     /// a command per message with `--exec`); stops on Ctrl-C after draining.
     Consume(consume::ConsumeArgs),
+    /// Serve the operator dashboard: topology, queue charts, the DLQ with
+    /// retry and purge (with --dashboard-token), journeys and alerts.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Arguments of `pgflow init`.
@@ -224,6 +228,13 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
             pg.close().await;
             result
         }
+        Command::Dashboard(args) => {
+            let pg = Pgflow::connect(&require_url(url)?).await?;
+            pg.check_schema().await?;
+            let result = dashboard::run(&pg, &args, shutdown).await;
+            pg.close().await;
+            result
+        }
         command => run_admin(&require_url(url)?, command, cli.json).await,
     }
 }
@@ -333,7 +344,7 @@ async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> 
             let cfg = pg.queue_config(&QueueName::new(name)?).await?;
             output::queue_config(json, &cfg)
         }
-        Command::Up(_) | Command::Consume(_) => Err(Error::Config(
+        Command::Up(_) | Command::Consume(_) | Command::Dashboard(_) => Err(Error::Config(
             "`up` and `consume` are not admin commands".into(),
         )),
     }

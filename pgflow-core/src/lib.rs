@@ -38,6 +38,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod consumer;
+pub mod dashboard;
 pub mod delivery;
 pub mod error;
 pub mod local_pg;

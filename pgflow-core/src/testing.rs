@@ -251,12 +251,28 @@ impl HttpResponse {
 /// `Connection: close`), reading the whole response; fails after 10 s.
 /// Enough for the ops endpoints in tests, not a general HTTP client.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    http_request(addr, "GET", path, &[]).await
+}
+
+/// `method path` (no body) with extra `headers`, as [`http_get`].
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
     use std::io::{Error as IoError, ErrorKind};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n"
+        );
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
@@ -267,10 +283,10 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
         .map_err(|_| {
             IoError::new(
                 ErrorKind::TimedOut,
-                format!("GET {path} from {addr} timed out"),
+                format!("{method} {path} from {addr} timed out"),
             )
         })??;
-    let bad = |what: &str| IoError::new(ErrorKind::InvalidData, format!("GET {path}: {what}"));
+    let bad = |what: &str| IoError::new(ErrorKind::InvalidData, format!("{method} {path}: {what}"));
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -32,6 +32,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::dashboard::DashboardArgs;
 use crate::client::{redact_url, Pgflow};
 use crate::error::{Error, Result};
 use crate::local_pg::{LocalPostgres, LocalPostgresOptions};
@@ -76,6 +77,12 @@ pub struct UpArgs {
     /// How long a service gets to stop after SIGTERM before SIGKILL.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub stop_timeout: Duration,
+    /// Do not serve the dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
+    /// The dashboard (see `pgflow dashboard --help`).
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
 }
 
 /// Runs `up`.
@@ -118,6 +125,25 @@ pub async fn run(
         eprintln!("private PostgreSQL stopped");
     }
     result
+}
+
+/// Starts the dashboard unless `--no-dashboard`; returns its URL. A
+/// dashboard that cannot start (its port taken, say) is reported and the
+/// system runs without it.
+async fn start_dashboard(pg: &Pgflow, args: &UpArgs, stop: CancellationToken) -> Option<String> {
+    if args.no_dashboard {
+        return None;
+    }
+    match args.dashboard.start(pg, stop).await {
+        Ok(d) => Some(format!("http://{}/", d.addr)),
+        Err(e) => {
+            eprintln!(
+                "warning: no dashboard: {} (choose another address with --dashboard-addr, or --no-dashboard)",
+                crate::error::report(&e)
+            );
+            None
+        }
+    }
 }
 
 fn run_dir(args: &UpArgs) -> Result<PathBuf> {
@@ -261,10 +287,12 @@ async fn run_with_db(
                 .iter()
                 .filter_map(|p| p.status().pid.map(|p| p.to_string()))
                 .collect();
+            let board = start_dashboard(&pg, args, stop.clone()).await;
             let ready = format!(
-                "pgflow ready: {} services={} pids={} (Ctrl-C to stop)",
+                "pgflow ready: {} services={} dashboard={} pids={} (Ctrl-C to stop)",
                 redact_url(url),
                 procs.len(),
+                board.as_deref().unwrap_or("-"),
                 if pids.is_empty() {
                     "-".into()
                 } else {

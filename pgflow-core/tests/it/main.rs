@@ -5,6 +5,7 @@
 mod cli;
 mod concurrency;
 mod consumer;
+mod dashboard;
 mod delivery_kinds;
 mod durability;
 mod fencing;

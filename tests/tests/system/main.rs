@@ -2,8 +2,10 @@
 //! database, reports ready, and shuts down cleanly on SIGTERM.
 #![allow(clippy::unwrap_used)]
 
+mod alert_rules;
 mod compose;
 mod consumer_kill;
+mod dashboard_browser;
 mod failures;
 mod genesis_flow;
 mod journey;

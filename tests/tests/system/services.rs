@@ -131,7 +131,11 @@ async fn services_report_an_unreachable_database() {
 
 #[tokio::test]
 async fn pgflow_up_runs_with_a_private_postgres() {
-    let mut s = Service::spawn("pgflow", &["up", "--once"], &[]);
+    let mut s = Service::spawn(
+        "pgflow",
+        &["up", "--once", "--dashboard-addr", "127.0.0.1:0"],
+        &[],
+    );
     s.wait_for_line("pgflow ready", Duration::from_secs(60))
         .await;
     s.wait_for_line("proposals_for_consensus_queue", Duration::from_secs(30))

@@ -23,7 +23,18 @@ fn counts(line: &str) -> HashMap<String, i64> {
 async fn pgflow_up_demo_runs_the_whole_loop_and_stops_cleanly() {
     // Service::spawn clears the environment: no database URL, so `up`
     // starts its own PostgreSQL.
-    let mut up = Service::spawn("pgflow", &["up", "--demo", "--refresh", "500ms"], &[]);
+    let mut up = Service::spawn(
+        "pgflow",
+        &[
+            "up",
+            "--demo",
+            "--refresh",
+            "500ms",
+            "--dashboard-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
     let ready = up
         .wait_for_line("pgflow ready", Duration::from_secs(120))
         .await;
@@ -69,6 +80,30 @@ async fn pgflow_up_demo_runs_the_whole_loop_and_stops_cleanly() {
         }
     }
     assert_eq!(proposals.get("failed"), Some(&0), "{proposals:?}");
+
+    // `up` serves the dashboard too: it shows the instances and the
+    // traffic the demo makes.
+    let board: std::net::SocketAddr = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("dashboard=http://"))
+        .and_then(|a| a.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no dashboard=<url> in {ready:?}"));
+    let page = system_tests::get(board, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("pgflow dashboard"), "{}", page.body);
+    let overview: serde_json::Value =
+        serde_json::from_str(&system_tests::get(board, "/api/overview").await.body).unwrap();
+    let nodes = overview["topology"]["nodes"].as_array().unwrap();
+    let sing = nodes
+        .iter()
+        .find(|n| n["service"] == "singularity")
+        .unwrap();
+    assert_eq!(sing["instances"].as_array().unwrap().len(), 3, "{overview}");
+    assert!(
+        nodes.iter().all(|n| n["connections"].as_i64().unwrap() > 0),
+        "{overview}"
+    );
+    assert_eq!(overview["topology"]["edges"].as_array().unwrap().len(), 16);
 
     // Ctrl-C: everything stops, exit 0, no child left.
     up.signal(Signal::SIGINT);
