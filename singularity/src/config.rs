@@ -71,6 +71,14 @@ pub struct ServiceArgs {
     /// a non-zero exit counts as an error, its duration as latency.
     #[arg(long, env = "SINGULARITY_VERIFY_CMD")]
     pub verify_cmd: Option<String>,
+    /// Where submissions wait while PostgreSQL is unreachable (default: the
+    /// workspace directory's sibling `<workspace>.spool`).
+    #[arg(long, env = "SINGULARITY_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most submissions the spool holds; past it `POST /proposals` answers 503.
+    #[arg(long, env = "SINGULARITY_SPOOL_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub spool_max: u32,
     /// Longest run of the verify command, in milliseconds (past it, it is
     /// killed and counts as an error). At most a third of PGFLOW_TIMEOUT_MS
     /// (it runs twice per execution).
@@ -112,6 +120,8 @@ impl ServiceArgs {
             },
             workspace_dir: None,
             verify_cmd: None,
+            spool_dir: None,
+            spool_max: 10_000,
             verify_timeout_ms: 10_000,
             pattern_interval_ms: 30_000,
             pattern_grace_ms: 60_000,
@@ -138,6 +148,20 @@ impl ServiceArgs {
             None => PathBuf::from("workspace").join(&self.instance.instance_id),
         };
         std::path::absolute(dir)
+    }
+
+    /// The submission spool directory: `--spool-dir`, else the workspace
+    /// directory with `.spool` appended to its name.
+    pub fn spool(&self) -> std::io::Result<PathBuf> {
+        match &self.spool_dir {
+            Some(d) => std::path::absolute(d),
+            None => {
+                let ws = self.workspace()?;
+                let mut name = ws.file_name().unwrap_or_default().to_os_string();
+                name.push(".spool");
+                Ok(ws.with_file_name(name))
+            }
+        }
     }
 }
 

@@ -2,9 +2,12 @@
 //! `/healthz`, `/readyz`, `/metrics` and `/status`:
 //!
 //! * `POST /proposals` with a JSON [`NewProposal`] body submits a proposal
-//!   (201 with `{proposal_id, trace_id, status}`; 400 with `{error}` for a
-//!   body that is not valid JSON, has unknown or missing fields, or breaks
-//!   the protocol's rules; 413 past [`MAX_BODY_BYTES`]);
+//!   (201 with `{proposal_id, trace_id, status}`; 202 with status
+//!   `spooled` while PostgreSQL is unreachable: it is kept on local disk and
+//!   submitted when the database is back, see [`crate::submission_spool`];
+//!   400 with `{error}` for a body that is not valid JSON, has unknown or
+//!   missing fields, or breaks the protocol's rules; 413 past
+//!   [`MAX_BODY_BYTES`]; 503 when it can be neither stored nor spooled);
 //! * `GET /proposals/{id}` shows one proposal of this instance.
 
 use std::sync::Arc;
@@ -55,7 +58,8 @@ async fn create(
             return error(status, rejection.body_text());
         }
     };
-    match proposals::submit(&inst.pg, &inst.id, p).await {
+    match proposals::submit_or_spool(&inst.pg, &inst.spool, &inst.id, p).await {
+        Ok(s) if s.status == "spooled" => (StatusCode::ACCEPTED, Json(s)).into_response(),
         Ok(s) => (StatusCode::CREATED, Json(s)).into_response(),
         Err(Error::InvalidProposal(why)) => error(StatusCode::BAD_REQUEST, why),
         Err(e) => {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pgflow_core::protocol::queues;
@@ -16,6 +16,7 @@ use crate::config::ServiceArgs;
 use crate::error::{Error, Result};
 use crate::execution::measure::Measurer;
 use crate::execution::workspace::Workspace;
+use crate::submission_spool::SubmissionSpool;
 use crate::voting::VotePolicy;
 
 /// The queues singularity uses, checked once.
@@ -147,6 +148,8 @@ pub struct Instance {
     pub applied: Notify,
     /// How long a change must stay applied before it is a pattern.
     pub pattern_grace: Duration,
+    /// Submissions waiting for PostgreSQL.
+    pub spool: Arc<SubmissionSpool>,
 }
 
 impl Instance {
@@ -169,7 +172,12 @@ impl Instance {
             );
             verify_timeout = budget;
         }
+        let spool_dir = args
+            .spool()
+            .map_err(|e| Error::Config(format!("cannot resolve the spool directory: {e}")))?;
+        let spool = Arc::new(SubmissionSpool::open(spool_dir, args.spool_max as usize)?);
         Ok(Self {
+            spool,
             pg,
             queues: Queues::new()?,
             workspace: Workspace::new(workspace),

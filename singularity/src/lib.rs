@@ -49,6 +49,7 @@ pub mod rollback;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod submission_spool;
 pub mod voting;
 
 use tokio_util::sync::CancellationToken;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::profiles;
 use crate::store::{self, ProposalState};
+use crate::submission_spool::{is_unreachable, SubmissionSpool};
 
 fn default_impact() -> f64 {
     5.0
@@ -67,23 +68,53 @@ pub struct Submitted {
 /// is absolute or contains `..`, a negative or non-finite score, content
 /// over the size limits.
 pub async fn submit(pg: &Pgflow, instance: &str, p: NewProposal) -> Result<Submitted> {
-    let id = Uuid::now_v7();
-    let trace_id = Uuid::now_v7();
-    let span = tracing::info_span!("propose", proposal_id = %id, trace_id = %trace_id, agent_type = %p.agent_type);
-    submit_as(pg, instance, p, id, trace_id)
-        .instrument(span)
-        .await
+    submit_with_ids(pg, instance, p, Uuid::now_v7(), Uuid::now_v7()).await
 }
 
-async fn submit_as(
+/// As [`submit`], but a proposal that is valid while PostgreSQL cannot be
+/// reached is kept in `spool` (status `spooled`) and submitted, with the
+/// same ids, when the database is back.
+pub async fn submit_or_spool(
+    pg: &Pgflow,
+    spool: &SubmissionSpool,
+    instance: &str,
+    p: NewProposal,
+) -> Result<Submitted> {
+    check(instance, &p)?;
+    let (id, trace_id) = (Uuid::now_v7(), Uuid::now_v7());
+    match submit_with_ids(pg, instance, p.clone(), id, trace_id).await {
+        Err(e) if is_unreachable(&e) => spool.put(id, trace_id, p).await,
+        other => other,
+    }
+}
+
+/// Checks `p` against the protocol's rules and size limits without the
+/// database (what [`submit`] would refuse as invalid).
+pub fn check(instance: &str, p: &NewProposal) -> Result<()> {
+    let msg = message(instance, p, Uuid::nil());
+    msg.validate()
+        .map_err(|e| Error::InvalidProposal(e.to_string()))?;
+    protocol::encode(&msg).map_err(invalid_if_too_large)?;
+    Ok(())
+}
+
+/// Submits `p` under the given ids; idempotent (a proposal already stored
+/// under `id` is left as it is and not sent again).
+pub async fn submit_with_ids(
     pg: &Pgflow,
     instance: &str,
     p: NewProposal,
     id: Uuid,
     trace_id: Uuid,
 ) -> Result<Submitted> {
-    let queue = QueueName::new(protocol::queues::PROPOSALS_FOR_CONSENSUS)?;
-    let mut msg = ProposalForConsensus {
+    let span = tracing::info_span!("propose", proposal_id = %id, trace_id = %trace_id, agent_type = %p.agent_type);
+    submit_as(pg, instance, p, id, trace_id)
+        .instrument(span)
+        .await
+}
+
+fn message(instance: &str, p: &NewProposal, id: Uuid) -> ProposalForConsensus {
+    ProposalForConsensus {
         proposal_id: id,
         instance_id: instance.to_string(),
         agent_type: p.agent_type.clone(),
@@ -100,7 +131,18 @@ async fn submit_as(
         timestamp: Utc::now(),
         retry_count: 0,
         max_retries: 3,
-    };
+    }
+}
+
+async fn submit_as(
+    pg: &Pgflow,
+    instance: &str,
+    p: NewProposal,
+    id: Uuid,
+    trace_id: Uuid,
+) -> Result<Submitted> {
+    let queue = QueueName::new(protocol::queues::PROPOSALS_FOR_CONSENSUS)?;
+    let mut msg = message(instance, &p, id);
     msg.validate()
         .map_err(|e| Error::InvalidProposal(e.to_string()))?;
     let mut tx = pg.pool().begin().await?;
@@ -115,11 +157,12 @@ async fn submit_as(
         .map_err(invalid_if_too_large)?
         .trace_id(trace_id)
         .source(instance);
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO singularity.proposals
              (id, instance_id, agent_type, file, change, impact_score, risk_score, cost_factor,
               status, trace_id, submitted_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submitted', $9, now())",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submitted', $9, now())
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
     .bind(instance)
@@ -131,7 +174,18 @@ async fn submit_as(
     .bind(p.cost_factor)
     .bind(trace_id)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // Stored (and sent) before: a spool replay after a crash.
+        tx.rollback().await?;
+        tracing::info!("proposal already submitted; not sent again");
+        return Ok(Submitted {
+            proposal_id: id,
+            trace_id,
+            status: ProposalState::Submitted.as_str().to_string(),
+        });
+    }
     let sent = pg.send_in_tx(&mut tx, &queue, &[out], true).await;
     if let Err(e) = sent {
         emit(

@@ -144,6 +144,11 @@ impl Singularity {
         for _ in 0..args.workers.patterns_workers {
             tasks.push(tokio::spawn(miner.clone().run(shutdown.clone())));
         }
+        tasks.push(inst.spool.clone().spawn_replayer(
+            inst.pg.clone(),
+            inst.id.clone(),
+            shutdown.clone(),
+        ));
         let cache = Arc::new(RwLock::new(serde_json::Value::Null));
         tasks.push(tokio::spawn(refresh_status(
             inst.clone(),

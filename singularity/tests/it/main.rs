@@ -16,5 +16,6 @@ mod paths;
 mod patterns;
 mod proposals;
 mod rollback;
+mod spool;
 mod support;
 mod voting;

@@ -405,6 +405,23 @@ async fn postgres_down_during_traffic_loses_nothing() {
         "{err}"
     );
     eprintln!("propose during the outage: {err}");
+    // Through the running instance's HTTP API it is spooled instead (202)
+    // and submitted when the database is back.
+    let (status, body) = post_json(
+        sys.http["singularity_1"],
+        "/proposals",
+        r#"{"agent_type":"BugFixerAgent","file":"spooled.txt","change":"made during the outage\n"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let spooled: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(spooled["status"], "spooled", "{body}");
+    sent.push((
+        spooled["proposal_id"].as_str().unwrap().parse().unwrap(),
+        "singularity_1".into(),
+        "spooled.txt".into(),
+        "made during the outage\n".into(),
+    ));
     pg_ctl(false).await;
 
     sys.wait_final(&ids(&sent)).await;

@@ -1,0 +1,244 @@
+//! Submissions while PostgreSQL is unreachable. `POST /proposals` keeps a
+//! valid proposal that cannot reach the database in this local spool and
+//! answers `202 spooled` with the proposal id and trace id it will keep; a
+//! replayer submits the spooled proposals in order once the database
+//! answers again, then forgets them.
+//!
+//! * One JSON file per submission, named by its proposal id (UUID v7, so
+//!   names sort in submission order), written to a temporary name, fsynced,
+//!   renamed into place and the directory fsynced: a submission that was
+//!   answered `202` survives a crash of the process or the machine.
+//! * Replaying is idempotent: the proposal row is inserted with its
+//!   spooled id only if absent, in the same transaction as its message, so
+//!   a crash between the commit and the file's removal changes nothing.
+//! * Bounded (`SINGULARITY_SPOOL_MAX`): a full spool is refused with a
+//!   clear error, never a silent drop. A spooled proposal the database
+//!   refuses for good (it cannot become valid) is moved to `rejected/`
+//!   with the reason, and logged.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::proposals::{self, NewProposal, Submitted};
+use pgflow_core::Pgflow;
+
+/// How often the replayer looks for spooled submissions.
+pub const REPLAY_EVERY: Duration = Duration::from_secs(1);
+
+/// One spooled submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Spooled {
+    proposal_id: Uuid,
+    trace_id: Uuid,
+    spooled_at: DateTime<Utc>,
+    proposal: NewProposal,
+}
+
+/// The spool of one instance.
+#[derive(Debug)]
+pub struct SubmissionSpool {
+    dir: PathBuf,
+    max: usize,
+    /// One writer or replayer at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Io(std::io::Error::new(
+        e.kind(),
+        format!("submission spool: {what} {}: {e}", path.display()),
+    ))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("cannot sync", dir, e))
+}
+
+impl SubmissionSpool {
+    /// The spool in `dir` (created), holding at most `max` submissions.
+    pub fn open(dir: PathBuf, max: usize) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        Ok(Self {
+            dir,
+            max,
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The spooled submissions' files, oldest first.
+    fn files(&self) -> Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map_err(|e| io_err("cannot list", &self.dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// How many submissions wait.
+    pub fn len(&self) -> usize {
+        self.files().map_or(0, |f| f.len())
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps `p` (already validated) under the ids it will be submitted
+    /// with; durable when this returns.
+    pub async fn put(
+        &self,
+        proposal_id: Uuid,
+        trace_id: Uuid,
+        p: NewProposal,
+    ) -> Result<Submitted> {
+        let _guard = self.lock.lock().await;
+        let rec = Spooled {
+            proposal_id,
+            trace_id,
+            spooled_at: Utc::now(),
+            proposal: p,
+        };
+        let body = serde_json::to_vec(&rec)?;
+        let dir = self.dir.clone();
+        let max = self.max;
+        let waiting = self.files()?.len();
+        if waiting >= max {
+            return Err(Error::Config(format!(
+                "the submission spool is full ({waiting} of {max} waiting for PostgreSQL); \
+                 try again once the database is back, or raise SINGULARITY_SPOOL_MAX"
+            )));
+        }
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            use std::io::Write;
+            let tmp = dir.join(format!("{proposal_id}.tmp"));
+            let fin = dir.join(format!("{proposal_id}.json"));
+            let mut f = std::fs::File::create(&tmp).map_err(|e| io_err("cannot write", &tmp, e))?;
+            f.write_all(&body)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| io_err("cannot write", &tmp, e))?;
+            std::fs::rename(&tmp, &fin).map_err(|e| io_err("cannot rename", &tmp, e))?;
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
+        tracing::warn!(%proposal_id, %trace_id, "PostgreSQL unreachable: proposal spooled locally, submitted when it is back");
+        Ok(Submitted {
+            proposal_id,
+            trace_id,
+            status: "spooled".into(),
+        })
+    }
+
+    /// Submits the spooled proposals in order; stops at the first
+    /// database error (returned). Returns how many were submitted.
+    pub async fn replay(&self, pg: &Pgflow, instance: &str) -> Result<usize> {
+        let _guard = self.lock.lock().await;
+        let mut done = 0;
+        for path in self.files()? {
+            let text = std::fs::read(&path).map_err(|e| io_err("cannot read", &path, e))?;
+            let rec: Spooled = match serde_json::from_slice(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.reject(&path, &format!("unreadable spool file: {e}"))?;
+                    continue;
+                }
+            };
+            let sent = proposals::submit_with_ids(
+                pg,
+                instance,
+                rec.proposal,
+                rec.proposal_id,
+                rec.trace_id,
+            )
+            .await;
+            match sent {
+                Ok(_) => {}
+                Err(Error::InvalidProposal(why)) => {
+                    self.reject(&path, &why)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            std::fs::remove_file(&path).map_err(|e| io_err("cannot remove", &path, e))?;
+            sync_dir(&self.dir)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    fn reject(&self, path: &Path, why: &str) -> Result<()> {
+        let rejected = self.dir.join("rejected");
+        std::fs::create_dir_all(&rejected).map_err(|e| io_err("cannot create", &rejected, e))?;
+        let to = rejected.join(path.file_name().unwrap_or_default());
+        std::fs::rename(path, &to).map_err(|e| io_err("cannot move", path, e))?;
+        std::fs::write(to.with_extension("reason"), why)
+            .map_err(|e| io_err("cannot write", &to, e))?;
+        tracing::error!(file = %to.display(), reason = why, "spooled proposal refused; moved aside");
+        Ok(())
+    }
+
+    /// Replays every [`REPLAY_EVERY`] until `shutdown` is cancelled; a
+    /// database still down is logged once per outage.
+    pub fn spawn_replayer(
+        self: Arc<Self>,
+        pg: Pgflow,
+        instance: String,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(REPLAY_EVERY) => {}
+                }
+                if self.is_empty() {
+                    continue;
+                }
+                match self.replay(&pg, &instance).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(
+                                submitted = n,
+                                "spooled proposals submitted: PostgreSQL is back"
+                            );
+                        }
+                        failing = false;
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %pgflow_core::error::report(&e), waiting = self.len(), "spooled proposals wait: database still unreachable");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    }
+}
+
+/// Whether `e` means the database could not be reached (the case for the spool).
+pub fn is_unreachable(e: &Error) -> bool {
+    match e {
+        Error::Queue(q) => q.is_connection(),
+        Error::Database(d) => pgflow_core::error::is_connection_error(d),
+        _ => false,
+    }
+}

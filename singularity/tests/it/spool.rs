@@ -1,0 +1,106 @@
+//! Submissions while PostgreSQL is unreachable: kept in the local spool,
+//! bounded, durable across a restart, and submitted in order with their
+//! ids once the database is back, each once.
+
+use std::time::Duration;
+
+use pgflow_core::testing::TestDb;
+use pgflow_core::{Pgflow, PgflowOptions};
+use singularity::proposals::submit_or_spool;
+use singularity::submission_spool::SubmissionSpool;
+use singularity::{Error, NewProposal};
+use sqlx::postgres::PgPoolOptions;
+
+fn proposal(i: usize, file: &str) -> NewProposal {
+    NewProposal {
+        agent_type: "BugFixerAgent".into(),
+        file: file.into(),
+        change: format!("fix {i}\n"),
+        impact_score: 5.0,
+        risk_score: 1.0,
+        cost_factor: 1.0,
+    }
+}
+
+/// A handle on a server that is not there.
+fn unreachable() -> Pgflow {
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://singularity@127.0.0.1:1/none")
+        .unwrap();
+    Pgflow::from_pool(pool, PgflowOptions::default())
+}
+
+#[tokio::test]
+async fn proposals_made_during_an_outage_are_spooled_then_submitted_in_order_once() {
+    let t = TestDb::new().await.unwrap();
+    let pg = t.connect_as("singularity").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("ws.spool");
+    let dead = unreachable();
+    let spool = SubmissionSpool::open(spool_dir.clone(), 3).unwrap();
+
+    let mut spooled = Vec::new();
+    for i in 0..3 {
+        let s = submit_or_spool(
+            &dead,
+            &spool,
+            "singularity_1",
+            proposal(i, &format!("src/f{i}.rs")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.status, "spooled");
+        spooled.push(s);
+    }
+    // Full: a clear error, nothing dropped; invalid input is refused, not spooled.
+    let full = submit_or_spool(&dead, &spool, "singularity_1", proposal(3, "src/f3.rs"))
+        .await
+        .unwrap_err();
+    assert!(full.to_string().contains("spool is full"), "{full}");
+    let bad = submit_or_spool(&dead, &spool, "singularity_1", proposal(4, "../etc/passwd")).await;
+    assert!(matches!(bad, Err(Error::InvalidProposal(_))), "{bad:?}");
+    assert_eq!(spool.len(), 3);
+
+    // A restarted process finds them; the database is back: submitted in
+    // order, with the ids the callers were given.
+    drop(spool);
+    let spool = SubmissionSpool::open(spool_dir, 3).unwrap();
+    assert_eq!(spool.replay(&pg, "singularity_1").await.unwrap(), 3);
+    assert!(spool.is_empty());
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, trace_id, status FROM singularity.proposals ORDER BY id")
+            .fetch_all(t.pgflow.pool())
+            .await
+            .unwrap();
+    let want: Vec<_> = spooled
+        .iter()
+        .map(|s| (s.proposal_id, s.trace_id, "submitted".to_string()))
+        .collect();
+    assert_eq!(rows, want);
+    let sent: Vec<String> = sqlx::query_scalar(
+        "SELECT payload ->> 'proposal_id' FROM pgflow.messages
+          WHERE queue_name = 'proposals_for_consensus_queue' ORDER BY seq",
+    )
+    .fetch_all(t.pgflow.pool())
+    .await
+    .unwrap();
+    let want: Vec<String> = spooled.iter().map(|s| s.proposal_id.to_string()).collect();
+    assert_eq!(sent, want);
+
+    // A crash after the commit but before the file was removed: the replay
+    // finds the proposal stored and sends nothing again.
+    let s0 = &spooled[0];
+    spool
+        .put(s0.proposal_id, s0.trace_id, proposal(0, "src/f0.rs"))
+        .await
+        .unwrap();
+    assert_eq!(spool.replay(&pg, "singularity_1").await.unwrap(), 1);
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pgflow.messages WHERE queue_name = 'proposals_for_consensus_queue'",
+    )
+    .fetch_one(t.pgflow.pool())
+    .await
+    .unwrap();
+    assert_eq!(n, 3);
+}
