@@ -119,7 +119,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             })
             .await
             .map_err(|e| Error::LocalPostgres(e.to_string()))??;
-            (pg.url("postgres"), Some(pg))
+            (pg.socket_url("postgres"), Some(pg))
         }
     };
     let db = format!("pgflow_bench_{}", uuid::Uuid::new_v4().simple());

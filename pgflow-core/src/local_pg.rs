@@ -163,6 +163,17 @@ impl LocalPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The same over the cluster's Unix socket (in [`Self::dir`]): what
+    /// processes on this host use, as a same-host deployment would; it
+    /// spares the TCP loopback path on every statement.
+    pub fn socket_url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@localhost:{}/{db}?host={}",
+            self.port,
+            self.dir().display()
+        )
+    }
+
     /// True while the server runs.
     pub fn is_running(&self) -> bool {
         self.running

@@ -90,6 +90,13 @@ impl Environment {
         )
         .fetch_all(pg.pool())
         .await?;
+        let tcp: Option<String> = sqlx::query_scalar("SELECT host(inet_server_addr())")
+            .fetch_one(pg.pool())
+            .await?;
+        let connection = match tcp {
+            Some(addr) => format!("connection: TCP to {addr}"),
+            None => "connection: Unix-domain socket (client and server on one host)".into(),
+        };
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0);
@@ -98,6 +105,7 @@ impl Environment {
                 format!("date: {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")),
                 format!("machine: {cores} cores; client and server on the same host"),
                 format!("server: {version}"),
+                connection,
                 format!(
                     "server settings: {}{}",
                     settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),

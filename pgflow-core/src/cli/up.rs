@@ -114,7 +114,7 @@ pub async fn run(
             })
             .await
             .map_err(|e| Error::LocalPostgres(e.to_string()))??;
-            (pg.url("postgres"), Some(pg))
+            (pg.socket_url("postgres"), Some(pg))
         }
     };
     let result = run_with_db(&url, binaries, args, json, shutdown).await;

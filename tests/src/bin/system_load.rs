@@ -78,7 +78,7 @@ async fn run(args: Args) -> Result<()> {
             .await
             .context("starting PostgreSQL")??;
             eprintln!("private PostgreSQL on port {} (fsync on)", pg.port());
-            (pg.url("postgres"), Some(pg))
+            (pg.socket_url("postgres"), Some(pg))
         }
     };
     let postmaster = local
@@ -435,7 +435,7 @@ async fn environment(
                     .collect::<Vec<_>>()
                     .join(", "),
                 if private {
-                    " (private cluster started by system-load)"
+                    " (private cluster started by system-load; the services and the tool connect over its Unix socket, as on one host)"
                 } else {
                     " (external server)"
                 }
