@@ -12,21 +12,27 @@
 -- The two functions stay (for operators' ad-hoc queries), as PL/pgSQL so
 -- that a call runs a cached plan.
 
+-- The sets come from two views (a view is expanded into the statement, so
+-- the planner sees the sub-select itself).
+CREATE VIEW pgflow.my_consumable_queues AS
+    SELECT a.queue_name FROM pgflow.queue_access a
+     WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER');
+CREATE VIEW pgflow.my_producible_queues AS
+    SELECT a.queue_name FROM pgflow.queue_access a
+     WHERE a.produce AND pg_has_role(current_user, a.role_name, 'MEMBER');
+GRANT SELECT ON pgflow.my_consumable_queues, pgflow.my_producible_queues TO PUBLIC;
+
 CREATE OR REPLACE FUNCTION pgflow.consumable_queues() RETURNS text[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 BEGIN
-    RETURN (SELECT coalesce(array_agg(a.queue_name), '{}')
-              FROM pgflow.queue_access a
-             WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'));
+    RETURN ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues);
 END
 $$;
 
 CREATE OR REPLACE FUNCTION pgflow.producible_queues() RETURNS text[]
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 BEGIN
-    RETURN (SELECT coalesce(array_agg(a.queue_name), '{}')
-              FROM pgflow.queue_access a
-             WHERE a.produce AND pg_has_role(current_user, a.role_name, 'MEMBER'));
+    RETURN ARRAY(SELECT queue_name FROM pgflow.my_producible_queues);
 END
 $$;
 
@@ -35,62 +41,44 @@ DROP POLICY read ON pgflow.messages;
 DROP POLICY consume ON pgflow.messages;
 DROP POLICY settle ON pgflow.messages;
 CREATE POLICY produce ON pgflow.messages FOR INSERT
-    WITH CHECK (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.produce AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    WITH CHECK (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_producible_queues)));
 CREATE POLICY read ON pgflow.messages FOR SELECT
-    USING (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER')))
-           OR queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.produce AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    USING (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues))
+           OR queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_producible_queues)));
 CREATE POLICY consume ON pgflow.messages FOR UPDATE
-    USING (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))))
-    WITH CHECK (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    USING (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)))
+    WITH CHECK (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)));
 CREATE POLICY settle ON pgflow.messages FOR DELETE
-    USING (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    USING (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)));
 
 DROP POLICY archive_write ON pgflow.archive;
 DROP POLICY archive_read ON pgflow.archive;
 CREATE POLICY archive_write ON pgflow.archive FOR INSERT
-    WITH CHECK (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    WITH CHECK (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)));
 CREATE POLICY archive_read ON pgflow.archive FOR SELECT
-    USING (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER')))
-           OR queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.produce AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    USING (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues))
+           OR queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_producible_queues)));
 
 DROP POLICY dlq_write ON pgflow.dlq;
 DROP POLICY dlq_read ON pgflow.dlq;
 CREATE POLICY dlq_write ON pgflow.dlq FOR INSERT
-    WITH CHECK (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    WITH CHECK (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)));
 CREATE POLICY dlq_read ON pgflow.dlq FOR SELECT
-    USING (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER')))
-           OR queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.produce AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    USING (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues))
+           OR queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_producible_queues)));
 
 DROP POLICY subscribe ON pgflow.subscribers;
 DROP POLICY heartbeat ON pgflow.subscribers;
 DROP POLICY unsubscribe ON pgflow.subscribers;
 CREATE POLICY subscribe ON pgflow.subscribers FOR INSERT
-    WITH CHECK (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    WITH CHECK (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)));
 CREATE POLICY heartbeat ON pgflow.subscribers FOR UPDATE
-    USING (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))))
-    WITH CHECK (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    USING (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)))
+    WITH CHECK (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)));
 CREATE POLICY unsubscribe ON pgflow.subscribers FOR DELETE
-    USING (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    USING (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)));
 
 DROP POLICY queues_tune ON pgflow.queues;
 CREATE POLICY queues_tune ON pgflow.queues FOR UPDATE
-    USING (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))))
-    WITH CHECK (queue_name = ANY (ARRAY(SELECT a.queue_name FROM pgflow.queue_access a
-                            WHERE a.consume AND pg_has_role(current_user, a.role_name, 'MEMBER'))));
+    USING (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)))
+    WITH CHECK (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues)));

@@ -108,7 +108,7 @@ pub async fn submit_with_ids(
     trace_id: Uuid,
 ) -> Result<Submitted> {
     let span = tracing::info_span!("propose", proposal_id = %id, trace_id = %trace_id, agent_type = %p.agent_type);
-    submit_as(pg, instance, p, id, trace_id)
+    store_and_send(pg, instance, p, id, trace_id)
         .instrument(span)
         .await
 }
@@ -134,7 +134,8 @@ fn message(instance: &str, p: &NewProposal, id: Uuid) -> ProposalForConsensus {
     }
 }
 
-async fn submit_as(
+/// The transaction of [`submit_with_ids`].
+async fn store_and_send(
     pg: &Pgflow,
     instance: &str,
     p: NewProposal,

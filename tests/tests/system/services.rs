@@ -36,13 +36,15 @@ async fn every_service_starts_reports_ready_and_exits_zero_on_sigterm() {
         assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{name}");
         let r = get(addr, "/readyz").await;
         assert_eq!((r.status, r.body.as_str()), (200, "ready"), "{name}");
-        // The depth sampler's first sample may land just after the ready line.
+        // The depth sampler's first sample may land just after the ready
+        // line, and it sets the gauges one queue after another.
+        let series = r#"pgflow_queue_depth{queue="proposals_for_consensus_queue"}"#;
         let metrics = wait_for(
             &format!("{name}'s depth gauges"),
             Duration::from_secs(15),
             || async {
                 let r = get(addr, "/metrics").await;
-                (r.status == 200 && r.body.contains("pgflow_queue_depth{")).then_some(r)
+                (r.status == 200 && r.body.contains(series)).then_some(r)
             },
         )
         .await;
