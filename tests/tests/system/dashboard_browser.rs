@@ -49,8 +49,27 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// chromedriver and the browsers it starts, in their own process group:
+/// dropping this kills the group, so a failing test leaves no Chromium
+/// behind.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// chromedriver on a free port, ready to take sessions.
-async fn chromedriver(path: &PathBuf) -> (Child, String) {
+async fn chromedriver(path: &PathBuf) -> Driver {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -60,6 +79,7 @@ async fn chromedriver(path: &PathBuf) -> (Child, String) {
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .expect("start chromedriver");
@@ -68,7 +88,10 @@ async fn chromedriver(path: &PathBuf) -> (Child, String) {
         tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
     })
     .await;
-    (child, format!("http://{addr}"))
+    Driver {
+        child,
+        url: format!("http://{addr}"),
+    }
 }
 
 async fn browser(chromium: &std::path::Path, driver_url: &str) -> Client {
@@ -131,8 +154,8 @@ async fn dashboard_in_headless_chromium() {
         .unwrap_or_else(|| panic!("no URL in {ready:?}"))
         .to_string();
 
-    let (_driver, driver_url) = chromedriver(&driver).await;
-    let c = browser(&chromium, &driver_url).await;
+    let driver = chromedriver(&driver).await;
+    let c = browser(&chromium, &driver.url).await;
     c.goto(&format!("{url}?token={TOKEN}")).await.unwrap();
     assert_eq!(c.title().await.unwrap(), "pgflow dashboard");
 
