@@ -8,15 +8,18 @@
 pub mod genesis;
 
 use std::io::Read;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use pgflow_core::service::{self, DatabaseArgs, HttpArgs};
+use uuid::Uuid;
 
-use crate::config::{InstanceArgs, ServiceArgs};
+use crate::config::{self, InstanceArgs, ServiceArgs};
 use crate::error::{Error, Result};
 use crate::instance::check_instance_id;
 use crate::proposals::{self, NewProposal};
 use crate::status;
+use crate::submission_spool::SubmissionSpool;
 
 /// Command-line configuration of singularity (every flag has an environment fallback).
 #[derive(Debug, Parser)]
@@ -88,6 +91,18 @@ pub struct ProposeArgs {
     /// Print `{"proposal_id", "trace_id", "status"}` as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The instance's workspace (locates its submission spool, as the
+    /// service does).
+    #[arg(long, env = "SINGULARITY_WORKSPACE")]
+    pub workspace_dir: Option<PathBuf>,
+    /// Where the proposal waits while PostgreSQL is unreachable; the running
+    /// instance with the same setting submits it when the database is back.
+    #[arg(long, env = "SINGULARITY_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most submissions the spool holds.
+    #[arg(long, env = "SINGULARITY_SPOOL_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub spool_max: u32,
 }
 
 /// `singularity status`.
@@ -128,25 +143,39 @@ pub fn read_arg(flag: &str, arg: &str) -> Result<String> {
     }
 }
 
-/// `singularity propose`: submits, and returns the text to print.
+/// `singularity propose`: submits, and returns the text to print. While
+/// PostgreSQL is unreachable a valid proposal is spooled (status
+/// `spooled`) in the instance's spool, which the running instance submits
+/// when the database is back.
 pub async fn propose(a: ProposeArgs) -> Result<String> {
-    check_instance_id(&a.instance.instance_id)?;
-    let change = read_change(&a.change)?;
-    let pg = service::connect("singularity", &a.db).await?;
-    let submitted = proposals::submit(
-        &pg,
-        &a.instance.instance_id,
-        NewProposal {
-            agent_type: a.agent_type,
-            file: a.file,
-            change,
-            impact_score: a.impact,
-            risk_score: a.risk,
-            cost_factor: a.cost_factor,
-        },
-    )
-    .await;
-    pg.close().await;
+    let id = &a.instance.instance_id;
+    check_instance_id(id)?;
+    let p = NewProposal {
+        agent_type: a.agent_type.clone(),
+        file: a.file.clone(),
+        change: read_change(&a.change)?,
+        impact_score: a.impact,
+        risk_score: a.risk,
+        cost_factor: a.cost_factor,
+    };
+    proposals::check(id, &p)?;
+    let workspace = config::workspace_dir(a.workspace_dir.as_deref(), id)?;
+    let spool = SubmissionSpool::open(
+        config::spool_dir(a.spool_dir.as_deref(), &workspace)?,
+        a.spool_max as usize,
+    )?;
+    let submitted = match service::connect("singularity", &a.db).await {
+        Ok(pg) => {
+            let s = proposals::submit_or_spool(&pg, &spool, id, p).await;
+            pg.close().await;
+            s
+        }
+        Err(e) if e.is_connection() => {
+            tracing::warn!(error = %pgflow_core::error::report(&e), "PostgreSQL unreachable");
+            spool.put(Uuid::now_v7(), Uuid::now_v7(), p).await
+        }
+        Err(e) => Err(e.into()),
+    };
     let s = submitted?;
     Ok(if a.json {
         serde_json::to_string(&s)?

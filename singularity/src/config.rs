@@ -143,24 +143,37 @@ impl ServiceArgs {
     /// The workspace directory: `--workspace-dir`, else
     /// `./workspace/<instance id>`, made absolute against the current directory.
     pub fn workspace(&self) -> std::io::Result<PathBuf> {
-        let dir = match &self.workspace_dir {
-            Some(d) => d.clone(),
-            None => PathBuf::from("workspace").join(&self.instance.instance_id),
-        };
-        std::path::absolute(dir)
+        workspace_dir(self.workspace_dir.as_deref(), &self.instance.instance_id)
     }
 
-    /// The submission spool directory: `--spool-dir`, else the workspace
-    /// directory with `.spool` appended to its name.
+    /// The submission spool directory (see [`spool_dir`]).
     pub fn spool(&self) -> std::io::Result<PathBuf> {
-        match &self.spool_dir {
-            Some(d) => std::path::absolute(d),
-            None => {
-                let ws = self.workspace()?;
-                let mut name = ws.file_name().unwrap_or_default().to_os_string();
-                name.push(".spool");
-                Ok(ws.with_file_name(name))
-            }
+        spool_dir(self.spool_dir.as_deref(), &self.workspace()?)
+    }
+}
+
+/// The workspace directory: `dir` when given, else
+/// `./workspace/<instance id>`, made absolute against the current directory.
+pub fn workspace_dir(dir: Option<&std::path::Path>, instance_id: &str) -> std::io::Result<PathBuf> {
+    std::path::absolute(match dir {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("workspace").join(instance_id),
+    })
+}
+
+/// The submission spool directory: `spool_dir` when given, else the
+/// workspace directory with `.spool` appended to its name (so the service
+/// and `singularity propose` with the same settings share it).
+pub fn spool_dir(
+    spool_dir: Option<&std::path::Path>,
+    workspace: &std::path::Path,
+) -> std::io::Result<PathBuf> {
+    match spool_dir {
+        Some(d) => std::path::absolute(d),
+        None => {
+            let mut name = workspace.file_name().unwrap_or_default().to_os_string();
+            name.push(".spool");
+            Ok(workspace.with_file_name(name))
         }
     }
 }

@@ -104,3 +104,52 @@ async fn proposals_made_during_an_outage_are_spooled_then_submitted_in_order_onc
     .unwrap();
     assert_eq!(n, 3);
 }
+
+#[tokio::test]
+async fn the_cli_spools_a_proposal_while_postgres_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let out = tokio::process::Command::new(crate::cli::BIN)
+        .args(["propose", "--agent-type", "BugFixerAgent", "--file", "a.rs"])
+        .args(["--change", "fn a() {}", "--spool-dir"])
+        .arg(&spool)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "PGFLOW_DATABASE_URL",
+            "postgres://singularity@127.0.0.1:1/none",
+        )
+        .env("INSTANCE_ID", "singularity_3")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        crate::cli::field(stdout.trim(), "status"),
+        "spooled",
+        "{stdout}"
+    );
+    let id = crate::cli::field(stdout.trim(), "proposal_id");
+    assert!(spool.join(format!("{id}.json")).is_file(), "{stdout}");
+
+    // An invalid proposal is refused, not spooled.
+    let out = tokio::process::Command::new(crate::cli::BIN)
+        .args(["propose", "--agent-type", "BugFixerAgent", "--file", "../x"])
+        .args(["--change", "x", "--spool-dir"])
+        .arg(&spool)
+        .env_clear()
+        .env(
+            "PGFLOW_DATABASE_URL",
+            "postgres://singularity@127.0.0.1:1/none",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
+}

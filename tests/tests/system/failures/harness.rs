@@ -172,7 +172,8 @@ impl Sys {
             .unwrap()
     }
 
-    /// `singularity propose` as `instance`: the proposal id, or the CLI's output.
+    /// `singularity propose` as `instance` (its workspace and spool as the
+    /// running instance's): the proposal id, or the CLI's output.
     pub async fn propose(&self, instance: &str, file: &str, change: &str) -> Result<Uuid, String> {
         let url = self.t.url_as("singularity");
         let args = [
@@ -185,9 +186,13 @@ impl Sys {
             change,
             "--json",
         ];
+        // The instance's workspace locates its submission spool (used while
+        // PostgreSQL is down).
+        let ws = self.workspace(instance).to_string_lossy().to_string();
         let env = [
             ("PGFLOW_DATABASE_URL", url.as_str()),
             ("INSTANCE_ID", instance),
+            ("SINGULARITY_WORKSPACE", ws.as_str()),
         ];
         let (ok, lines) = run(Service::spawn("singularity", &args, &env)).await;
         let line = lines.iter().find(|l| l.contains("\"proposal_id\":"));
