@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use pgflow_core::service::{self, DatabaseArgs, HttpArgs};
 use uuid::Uuid;
 
-use crate::config::{self, InstanceArgs, ServiceArgs};
+use crate::config::{self, InstanceArgs, ServiceArgs, SpoolArgs};
 use crate::error::{Error, Result};
 use crate::instance::check_instance_id;
 use crate::proposals::{self, NewProposal};
@@ -96,13 +96,9 @@ pub struct ProposeArgs {
     #[arg(long, env = "SINGULARITY_WORKSPACE")]
     pub workspace_dir: Option<PathBuf>,
     /// Where the proposal waits while PostgreSQL is unreachable; the running
-    /// instance with the same setting submits it when the database is back.
-    #[arg(long, env = "SINGULARITY_SPOOL_DIR")]
-    pub spool_dir: Option<PathBuf>,
-    /// Most submissions the spool holds.
-    #[arg(long, env = "SINGULARITY_SPOOL_MAX", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub spool_max: u32,
+    /// instance with the same settings submits it when the database is back.
+    #[command(flatten)]
+    pub spool: SpoolArgs,
 }
 
 /// `singularity status`.
@@ -161,8 +157,8 @@ pub async fn propose(a: ProposeArgs) -> Result<String> {
     proposals::check(id, &p)?;
     let workspace = config::workspace_dir(a.workspace_dir.as_deref(), id)?;
     let spool = SubmissionSpool::open(
-        config::spool_dir(a.spool_dir.as_deref(), &workspace)?,
-        a.spool_max as usize,
+        config::spool_dir(a.spool.spool_dir.as_deref(), &workspace)?,
+        a.spool.spool_max as usize,
     )?;
     let submitted = match service::connect("singularity", &a.db).await {
         Ok(pg) => {

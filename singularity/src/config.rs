@@ -57,6 +57,30 @@ pub struct WorkerArgs {
 /// How the consumers poll, retry and time out (shared with the other services).
 pub use pgflow_core::service::ConsumerArgs;
 
+/// Where submissions wait while PostgreSQL is unreachable (the service and
+/// `singularity propose` share it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpoolArgs {
+    /// The spool directory (default: the workspace directory's sibling
+    /// `<workspace>.spool`).
+    #[arg(long, env = "SINGULARITY_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most submissions the spool holds; past it a submission is refused
+    /// (503 from `POST /proposals`).
+    #[arg(long, env = "SINGULARITY_SPOOL_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub spool_max: u32,
+}
+
+impl Default for SpoolArgs {
+    fn default() -> Self {
+        Self {
+            spool_dir: None,
+            spool_max: 10_000,
+        }
+    }
+}
+
 /// Everything the running service needs besides the database and HTTP settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
@@ -71,14 +95,9 @@ pub struct ServiceArgs {
     /// a non-zero exit counts as an error, its duration as latency.
     #[arg(long, env = "SINGULARITY_VERIFY_CMD")]
     pub verify_cmd: Option<String>,
-    /// Where submissions wait while PostgreSQL is unreachable (default: the
-    /// workspace directory's sibling `<workspace>.spool`).
-    #[arg(long, env = "SINGULARITY_SPOOL_DIR")]
-    pub spool_dir: Option<PathBuf>,
-    /// Most submissions the spool holds; past it `POST /proposals` answers 503.
-    #[arg(long, env = "SINGULARITY_SPOOL_MAX", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub spool_max: u32,
+    /// The submission spool.
+    #[command(flatten)]
+    pub spool: SpoolArgs,
     /// Longest run of the verify command, in milliseconds (past it, it is
     /// killed and counts as an error). At most a third of PGFLOW_TIMEOUT_MS
     /// (it runs twice per execution).
@@ -120,8 +139,7 @@ impl ServiceArgs {
             },
             workspace_dir: None,
             verify_cmd: None,
-            spool_dir: None,
-            spool_max: 10_000,
+            spool: SpoolArgs::default(),
             verify_timeout_ms: 10_000,
             pattern_interval_ms: 30_000,
             pattern_grace_ms: 60_000,
@@ -147,8 +165,8 @@ impl ServiceArgs {
     }
 
     /// The submission spool directory (see [`spool_dir`]).
-    pub fn spool(&self) -> std::io::Result<PathBuf> {
-        spool_dir(self.spool_dir.as_deref(), &self.workspace()?)
+    pub fn spool_path(&self) -> std::io::Result<PathBuf> {
+        spool_dir(self.spool.spool_dir.as_deref(), &self.workspace()?)
     }
 }
 

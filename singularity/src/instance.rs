@@ -173,9 +173,12 @@ impl Instance {
             verify_timeout = budget;
         }
         let spool_dir = args
-            .spool()
+            .spool_path()
             .map_err(|e| Error::Config(format!("cannot resolve the spool directory: {e}")))?;
-        let spool = Arc::new(SubmissionSpool::open(spool_dir, args.spool_max as usize)?);
+        let spool = Arc::new(SubmissionSpool::open(
+            spool_dir,
+            args.spool.spool_max as usize,
+        )?);
         Ok(Self {
             spool,
             pg,
