@@ -24,7 +24,7 @@ mod api;
 pub mod auth;
 pub mod journey;
 pub mod sampler;
-mod topology;
+pub mod topology;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -332,6 +332,22 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Replaces the text between the `<!-- marker:begin -->` and
+/// `<!-- marker:end -->` lines of `path` with `text` (appends the block
+/// when the markers are missing): how `pgflow-bench` and `system-load`
+/// write their figures into BENCHMARKS.md.
+pub fn write_marked_block(path: &std::path::Path, text: &str, marker: &str) -> std::io::Result<()> {
+    let begin = format!("<!-- {marker}:begin -->");
+    let end = format!("<!-- {marker}:end -->");
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let block = format!("{begin}\n{text}\n{end}");
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{}{}", &old[..b], block, &old[e + end.len()..]),
+        _ => format!("{old}\n{block}\n"),
+    };
+    std::fs::write(path, new)
+}
+
 #[cfg(test)]
 mod url_tests {
     use super::with_user;

@@ -46,6 +46,22 @@ pub trait GenesisResult: MessageType + Validate + Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
+/// The accessors every result type implements the same way (the fields
+/// `instance_id`, `status` and `error` of the protocol's result messages).
+macro_rules! echoed_fields {
+    () => {
+        fn instance_id(&self) -> &str {
+            &self.instance_id
+        }
+        fn status(&self) -> ResultStatus {
+            self.status
+        }
+        fn error(&self) -> Option<&str> {
+            self.error.as_deref()
+        }
+    };
+}
+
 impl GenesisResult for RuleUpdateResult {
     const KIND: RequestKind = RequestKind::RuleUpdate;
     fn queue(queues: &Queues) -> &QueueName {
@@ -54,15 +70,7 @@ impl GenesisResult for RuleUpdateResult {
     fn request_id(&self) -> String {
         self.request_id.to_string()
     }
-    fn instance_id(&self) -> &str {
-        &self.instance_id
-    }
-    fn status(&self) -> ResultStatus {
-        self.status
-    }
-    fn error(&self) -> Option<&str> {
-        self.error.as_deref()
-    }
+    echoed_fields!();
     fn describe(&self) -> String {
         format!("rule {} confidence {}", self.namespace, self.confidence)
     }
@@ -76,15 +84,7 @@ impl GenesisResult for LlmConfigUpdateResult {
     fn request_id(&self) -> String {
         self.request_id.to_string()
     }
-    fn instance_id(&self) -> &str {
-        &self.instance_id
-    }
-    fn status(&self) -> ResultStatus {
-        self.status
-    }
-    fn error(&self) -> Option<&str> {
-        self.error.as_deref()
-    }
+    echoed_fields!();
     fn describe(&self) -> String {
         format!(
             "LLM config {} / {} ({} models)",
@@ -103,15 +103,7 @@ impl GenesisResult for CodeExecutionResult {
     fn request_id(&self) -> String {
         self.request_id.clone()
     }
-    fn instance_id(&self) -> &str {
-        &self.instance_id
-    }
-    fn status(&self) -> ResultStatus {
-        self.status
-    }
-    fn error(&self) -> Option<&str> {
-        self.error.as_deref()
-    }
+    echoed_fields!();
     fn describe(&self) -> String {
         format!(
             "analysis: quality {}, {} issues, {} ms",

@@ -288,17 +288,8 @@ pub fn render(env: &[String], runs: &[RunResult], notes: &[String]) -> String {
     s
 }
 
-/// Replaces the text between the `marker` markers of `path` (appends the
-/// block when they are missing). The same convention as pgflow-bench's
-/// `report::write_into`, which sits behind pgflow-core's `bench` feature.
+/// Replaces the text between the `marker` markers of `path` (the same
+/// convention as pgflow-bench: [`pgflow_core::testing::write_marked_block`]).
 pub fn write_into(path: &Path, text: &str, marker: &str) -> std::io::Result<()> {
-    let begin = format!("<!-- {marker}:begin -->");
-    let end = format!("<!-- {marker}:end -->");
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let block = format!("{begin}\n{text}\n{end}");
-    let new = match (old.find(&begin), old.find(&end)) {
-        (Some(b), Some(e)) if e > b => format!("{}{}{}", &old[..b], block, &old[e + end.len()..]),
-        _ => format!("{old}\n{block}\n"),
-    };
-    std::fs::write(path, new)
+    pgflow_core::testing::write_marked_block(path, text, marker)
 }

@@ -260,16 +260,8 @@ pub fn render_runtime(env: &Environment, rows: &[Row]) -> String {
     s
 }
 
-/// Replaces the text between the `marker` markers of `path` (appends them if missing).
+/// Replaces the text between the `marker` markers of `path` (see
+/// [`crate::testing::write_marked_block`]).
 pub fn write_into(path: &Path, text: &str, marker: &str) -> Result<()> {
-    let begin = format!("<!-- {marker}:begin -->");
-    let end = format!("<!-- {marker}:end -->");
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let block = format!("{begin}\n{text}\n{end}");
-    let new = match (old.find(&begin), old.find(&end)) {
-        (Some(b), Some(e)) if e > b => format!("{}{}{}", &old[..b], block, &old[e + end.len()..]),
-        _ => format!("{old}\n{block}\n"),
-    };
-    std::fs::write(path, new)?;
-    Ok(())
+    Ok(crate::testing::write_marked_block(path, text, marker)?)
 }

@@ -89,10 +89,7 @@ async fn overview(State(s): State<Shared>) -> Response {
         let h = s.history.read().unwrap_or_else(PoisonError::into_inner);
         (h.latest(), h.last_error.clone())
     };
-    let topo = match topology::read(&s.pg, latest.as_deref()).await {
-        Ok(t) => t,
-        Err(e) => return failure(&e),
-    };
+    let topo = topology::assemble(latest.as_deref());
     let firing = latest
         .as_deref()
         .map(|l| alerts::evaluate(l, &s.config.thresholds))

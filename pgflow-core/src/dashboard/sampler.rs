@@ -1,6 +1,7 @@
 //! The dashboard's sampler: every tick it reads every queue's statistics
 //! ([`Pgflow::list_queues`]) and what was acked since the previous tick
-//! (from `pgflow.archive`: count and mean send-to-ack latency), and appends
+//! (from `pgflow.archive`: count and mean send-to-ack latency) and the
+//! services' state for the topology, and appends
 //! a [`Sample`] to the [`History`] the charts are drawn from. A failed tick
 //! is logged and retried on the next one; the history keeps what it had.
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::topology::{self, Node};
 use super::DashboardConfig;
 use crate::client::Pgflow;
 use crate::error::{report, Result};
@@ -45,6 +47,9 @@ pub struct Sample {
     pub at: DateTime<Utc>,
     /// By queue name.
     pub queues: BTreeMap<String, QueuePoint>,
+    /// The services and instances (for the topology).
+    #[serde(skip)]
+    pub nodes: Vec<Node>,
 }
 
 impl Sample {
@@ -53,6 +58,7 @@ impl Sample {
         Self {
             at,
             queues: BTreeMap::new(),
+            nodes: Vec::new(),
         }
     }
 }
@@ -120,6 +126,7 @@ pub async fn take(pg: &Pgflow, since: Option<DateTime<Utc>>) -> Result<Sample> {
     .await?;
     let secs = ((now - since).num_milliseconds() as f64 / 1000.0).max(0.001);
     let mut sample = Sample::empty(now);
+    sample.nodes = topology::read_nodes(pg).await?;
     for s in stats {
         sample.queues.insert(
             s.queue_name.clone(),

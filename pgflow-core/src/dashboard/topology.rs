@@ -56,22 +56,20 @@ pub struct Topology {
     pub edges: Vec<Edge>,
 }
 
-/// Reads the nodes' state and joins the routes with `latest`.
-pub async fn read(pg: &Pgflow, latest: Option<&Sample>) -> Result<Topology> {
+const SERVICES: [Service; 3] = [
+    Service::Singularity,
+    Service::CentralCloud,
+    Service::Genesis,
+];
+
+/// Reads the nodes' state (the sampler does, once per sample).
+pub async fn read_nodes(pg: &Pgflow) -> Result<Vec<Node>> {
     let conns: Vec<(String, i64)> = sqlx::query_as(
         "SELECT usename::text, count(*)::int8 FROM pg_stat_activity
           WHERE datname = current_database() AND usename = ANY($1)
           GROUP BY usename",
     )
-    .bind(
-        [
-            Service::Singularity,
-            Service::CentralCloud,
-            Service::Genesis,
-        ]
-        .map(Service::as_str)
-        .to_vec(),
-    )
+    .bind(SERVICES.map(Service::as_str).to_vec())
     .fetch_all(pg.pool())
     .await?;
     let instances: Vec<Instance> = sqlx::query_as(
@@ -81,25 +79,37 @@ pub async fn read(pg: &Pgflow, latest: Option<&Sample>) -> Result<Topology> {
     )
     .fetch_all(pg.pool())
     .await?;
-    let nodes = [
-        Service::Singularity,
-        Service::CentralCloud,
-        Service::Genesis,
-    ]
-    .into_iter()
-    .map(|s| Node {
-        service: s.as_str(),
-        connections: conns
-            .iter()
-            .find(|(u, _)| u == s.as_str())
-            .map_or(0, |(_, n)| *n),
-        instances: if s == Service::Singularity {
-            instances.clone()
-        } else {
-            Vec::new()
-        },
-    })
-    .collect();
+    Ok(SERVICES
+        .into_iter()
+        .map(|s| Node {
+            service: s.as_str(),
+            connections: conns
+                .iter()
+                .find(|(u, _)| u == s.as_str())
+                .map_or(0, |(_, n)| *n),
+            instances: if s == Service::Singularity {
+                instances.clone()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect())
+}
+
+/// The topology of `latest` (before the first sample: the services with
+/// no connections and the routes without numbers).
+pub fn assemble(latest: Option<&Sample>) -> Topology {
+    let nodes = match latest {
+        Some(s) if !s.nodes.is_empty() => s.nodes.clone(),
+        _ => SERVICES
+            .into_iter()
+            .map(|s| Node {
+                service: s.as_str(),
+                connections: 0,
+                instances: Vec::new(),
+            })
+            .collect(),
+    };
     let edges = routes()
         .iter()
         .map(|r| Edge {
@@ -110,5 +120,5 @@ pub async fn read(pg: &Pgflow, latest: Option<&Sample>) -> Result<Topology> {
             now: latest.and_then(|s| s.queues.get(r.queue).cloned()),
         })
         .collect();
-    Ok(Topology { nodes, edges })
+    Topology { nodes, edges }
 }
