@@ -162,6 +162,9 @@ pub struct Settings {
     pub batch_size: usize,
     /// Handler timeout.
     pub timeout: Duration,
+    /// Messages handled per transaction (every consumer of centralcloud
+    /// only writes to the database).
+    pub tx_batch: usize,
 }
 
 impl Default for Settings {
@@ -181,6 +184,7 @@ impl Default for Settings {
             poll_interval: Duration::from_millis(1000),
             batch_size: 10,
             timeout: Duration::from_millis(30_000),
+            tx_batch: 8,
         }
     }
 }
@@ -204,6 +208,7 @@ impl Settings {
             poll_interval: Duration::from_millis(c.poll_interval_ms),
             batch_size: c.batch_size as usize,
             timeout: Duration::from_millis(c.timeout_ms),
+            tx_batch: c.tx_batch(),
         }
     }
 }

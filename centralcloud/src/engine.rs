@@ -61,7 +61,8 @@ impl Engine {
                 .batch_size(s.batch_size)
                 .poll_interval(s.poll_interval)
                 .timeout(s.timeout)
-                .retry(s.retry))
+                .retry(s.retry)
+                .tx_batch(s.tx_batch))
         };
         let mut runtime = Runtime::new(pg);
         runtime.tx_consumer(

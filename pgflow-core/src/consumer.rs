@@ -18,6 +18,9 @@
 //!
 //! A handler in transactional mode ([`TxHandler`]) gets the transaction in
 //! which its message is acked: its writes and the ack commit together.
+//! With [`ConsumerConfig::tx_batch`] above 1, several messages of a claim
+//! share one such transaction (all or nothing; on a failure each is
+//! handled again alone).
 //!
 //! Shutdown (a [`CancellationToken`](tokio_util::sync::CancellationToken)):
 //! stop claiming, let in-flight handlers finish within the shutdown timeout,
@@ -30,6 +33,7 @@ mod handler;
 mod run;
 mod state;
 mod supervisor;
+mod tx_batch;
 mod wakeup;
 mod worker;
 

@@ -54,6 +54,11 @@ pub struct ConsumerArgs {
     #[arg(long, env = "PGFLOW_TIMEOUT_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
+    /// Messages of one claim handled in one transaction by the consumers
+    /// whose handlers are database-only (1: each message in its own).
+    #[arg(long, env = "PGFLOW_TX_BATCH", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub tx_batch: u64,
 }
 
 impl Default for ConsumerArgs {
@@ -64,6 +69,7 @@ impl Default for ConsumerArgs {
             poll_interval_ms: 1000,
             batch_size: 10,
             timeout_ms: 30_000,
+            tx_batch: 8,
         }
     }
 }
@@ -78,7 +84,14 @@ impl ConsumerArgs {
         }
     }
 
-    /// A consumer of `queue` with these settings and `workers` slots.
+    /// [`ConsumerArgs::tx_batch`] as a size.
+    pub fn tx_batch(&self) -> usize {
+        usize::try_from(self.tx_batch).unwrap_or(1)
+    }
+
+    /// A consumer of `queue` with these settings and `workers` slots (each
+    /// message in its own transaction; a consumer whose handler only
+    /// writes to the database adds `.tx_batch(args.tx_batch())`).
     pub fn consumer(
         &self,
         queue: crate::QueueName,

@@ -1,7 +1,7 @@
 //! The service's settings: clap flags with environment fallbacks, named
 //! after seeds 000 and 003 (`INSTANCE_ID`, `PGFLOW_*_WORKERS`,
 //! `PGFLOW_MAX_RETRIES`, `PGFLOW_RETRY_DELAY_MS`, `PGFLOW_POLL_INTERVAL_MS`,
-//! `PGFLOW_BATCH_SIZE`, `PGFLOW_TIMEOUT_MS`) plus singularity's own
+//! `PGFLOW_BATCH_SIZE`, `PGFLOW_TIMEOUT_MS`, `PGFLOW_TX_BATCH`) plus singularity's own
 //! (`SINGULARITY_*`: workspace, verify command, pattern miner, vote floor).
 //! The genesis publisher's own flags live with its commands
 //! ([`crate::cli::genesis`]).

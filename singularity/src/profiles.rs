@@ -17,6 +17,7 @@ use sqlx::PgConnection;
 
 use crate::error::Result;
 use crate::instance::Instance;
+use crate::store::History;
 
 /// The profile of an agent type no update has reached yet: seed 001's
 /// example thresholds (success rate 0.95, error rate 10%, latency 3 s,
@@ -51,22 +52,39 @@ impl ActiveProfile {
     }
 }
 
-/// The profile of `agent_type` at `instance` (the default when none is stored).
-pub async fn active(
+/// The profile of `agent_type` at `instance` (the default when none is
+/// stored) and the instance's history with it, read in one statement (the two things a vote and a submission
+/// need).
+pub async fn active_with_history(
     conn: &mut PgConnection,
     instance: &str,
     agent_type: &str,
-) -> Result<ActiveProfile> {
-    let row: Option<(serde_json::Value, i32, String)> = sqlx::query_as(
-        "SELECT profile, version, source FROM singularity.safety_profiles
-          WHERE instance_id = $1 AND agent_type = $2",
+) -> Result<(ActiveProfile, History)> {
+    let (profile, version, source, applied, rolled_back): (
+        Option<serde_json::Value>,
+        Option<i32>,
+        Option<String>,
+        i64,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT sp.profile, sp.version, sp.source, h.applied, h.rolled_back
+           FROM (SELECT count(*) FILTER (WHERE status = 'applied') AS applied,
+                        count(*) FILTER (WHERE status = 'rolled_back') AS rolled_back
+                   FROM singularity.proposals
+                  WHERE instance_id = $1 AND agent_type = $2) h
+           LEFT JOIN singularity.safety_profiles sp
+                  ON sp.instance_id = $1 AND sp.agent_type = $2",
     )
     .bind(instance)
     .bind(agent_type)
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(match row {
-        Some((profile, version, source)) => ActiveProfile {
+    let history = History {
+        applied,
+        rolled_back,
+    };
+    let profile = match profile.zip(version).zip(source) {
+        Some(((profile, version), source)) => ActiveProfile {
             profile: serde_json::from_value(profile)?,
             version: Some(version),
             source,
@@ -76,7 +94,8 @@ pub async fn active(
             version: None,
             source: "default".into(),
         },
-    })
+    };
+    Ok((profile, history))
 }
 
 /// Stores `update` for `instance`; returns the new version, or `None` when

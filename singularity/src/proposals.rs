@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::profiles;
-use crate::store::{self, ProposalState};
+use crate::store::ProposalState;
 use crate::submission_spool::{is_unreachable, SubmissionSpool};
 
 fn default_impact() -> f64 {
@@ -149,8 +149,8 @@ async fn store_and_send(
     let mut tx = pg.pool().begin().await?;
     // The agent's record as this instance sees it: its own history, else
     // the safety profile's figure.
-    let history = store::history(&mut tx, instance, &p.agent_type).await?;
-    let profile = profiles::active(&mut tx, instance, &p.agent_type).await?;
+    let (profile, history) =
+        profiles::active_with_history(&mut tx, instance, &p.agent_type).await?;
     msg.safety_profile.success_rate = history
         .success_rate()
         .unwrap_or(profile.profile.success_rate);

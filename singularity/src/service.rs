@@ -89,12 +89,14 @@ impl Singularity {
         let states = vec![
             runtime.tx_consumer(
                 c.consumer(inst.queues.vote_requests.clone(), w.consensus_workers)
-                    .instance(&inst.id),
+                    .instance(&inst.id)
+                    .tx_batch(c.tx_batch()),
                 VoteRequests::new(inst.clone()),
             ),
             runtime.tx_consumer(
                 c.consumer(inst.queues.results.clone(), w.consensus_workers)
-                    .instance(&inst.id),
+                    .instance(&inst.id)
+                    .tx_batch(c.tx_batch()),
                 ConsensusResults::new(inst.clone()),
             ),
             runtime.tx_consumer(
@@ -109,7 +111,8 @@ impl Singularity {
             ),
             runtime.tx_consumer(
                 c.consumer(inst.queues.profiles.clone(), w.safety_workers)
-                    .instance(&inst.id),
+                    .instance(&inst.id)
+                    .tx_batch(c.tx_batch()),
                 ProfileUpdates::new(inst.clone()),
             ),
             runtime.tx_consumer(

@@ -29,7 +29,7 @@ use sqlx::PgConnection;
 use crate::error::Error;
 use crate::instance::Instance;
 use crate::profiles::{self, ActiveProfile};
-use crate::store::{self, History};
+use crate::store::History;
 
 /// Highest risk score of the seeds' scale.
 pub const MAX_RISK: f64 = 10.0;
@@ -132,8 +132,8 @@ impl TxHandler for VoteRequests {
             tracing::info!(proposal_id = %req.proposal_id, deadline = %req.deadline, "vote request past its deadline; not voting");
             return Ok(());
         }
-        let profile = profiles::active(tx, &inst.id, &req.agent_type).await?;
-        let history = store::history(tx, &inst.id, &req.agent_type).await?;
+        let (profile, history) =
+            profiles::active_with_history(tx, &inst.id, &req.agent_type).await?;
         let (vote, reason) = decide(&req, &profile, history, &inst.policy);
         let recorded: Option<i32> = sqlx::query_scalar(
             "INSERT INTO singularity.votes_cast

@@ -47,6 +47,10 @@ pub(crate) struct Args {
     /// Largest claim per statement (PGFLOW_BATCH_SIZE).
     #[arg(long, default_value_t = 32)]
     pub(crate) batch_size: u32,
+    /// Messages per transaction of the database-only transactional
+    /// consumers (PGFLOW_TX_BATCH; 1: each message in its own).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) tx_batch: u32,
     /// Connection pool of each service (default: 4 × workers + 10).
     #[arg(long)]
     pub(crate) pool_size: Option<u32>,

@@ -42,14 +42,14 @@ async fn record_proposal(
     msg: &Delivery,
 ) -> pgflow_core::Result<()> {
     let deadline_ms = i64::try_from(ctx.settings.vote_deadline.as_millis()).unwrap_or(i64::MAX);
-    let Some(deadline) =
-        store::insert_proposal(tx, p, msg, ctx.settings.quorum, deadline_ms).await?
+    let Some(store::Recorded {
+        deadline,
+        expected_voters: voters,
+    }) = store::insert_proposal(tx, p, msg, ctx.settings.quorum, deadline_ms).await?
     else {
         tracing::info!(proposal_id = %p.proposal_id, "proposal already recorded; duplicate ignored");
         return Ok(());
     };
-    let voters = store::live_voters(tx).await?;
-    store::set_expected_voters(tx, p.proposal_id, &voters).await?;
     if voters.is_empty() {
         tracing::warn!(proposal_id = %p.proposal_id, "no live instance to vote; rejecting");
         if let Some(row) = store::lock_proposal(tx, p.proposal_id).await? {
@@ -114,7 +114,10 @@ async fn count_vote(
     }
     let in_time = msg.created_at <= p.deadline;
     let counted = p.is_collecting() && in_time;
-    let inserted = store::insert_vote(tx, v, msg, counted).await?;
+    let store::VoteRecorded {
+        inserted,
+        counted: voted,
+    } = store::insert_vote(tx, v, msg, counted).await?;
     let vote = crate::consensus::vote_str(v.vote);
     if !inserted {
         tracing::info!(proposal_id = %p.proposal_id, voter = %v.instance_id, "voter already voted; vote ignored");
@@ -131,18 +134,17 @@ async fn count_vote(
     }
     // Every expected voter has a counted vote: decided, whatever the clock
     // says (this also spares the queue scan below for the last vote).
-    let voted = store::counted_votes(tx, p.proposal_id).await?;
     let all_voted = p
         .expected_voters
         .iter()
         .all(|e| voted.iter().any(|c| &c.voter == e));
     if all_voted {
-        store::finalize(&ctx.pg, tx, p, DecidedBy::AllVoted).await?;
+        store::finalize_on(&ctx.pg, tx, p, DecidedBy::AllVoted, &voted).await?;
     } else if p.past_deadline {
         if store::votes_pending(tx, p, msg.id).await? {
             tracing::info!(proposal_id = %p.proposal_id, "past the deadline; more votes sent in time are queued, the last one decides");
         } else {
-            store::finalize(&ctx.pg, tx, p, DecidedBy::Deadline).await?;
+            store::finalize_on(&ctx.pg, tx, p, DecidedBy::Deadline, &voted).await?;
         }
     }
     Ok(())

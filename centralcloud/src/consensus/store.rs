@@ -44,24 +44,38 @@ impl ProposalRow {
 const ROW_COLUMNS: &str = "proposal_id, instance_id, status, expected_voters, quorum, deadline, \
                            trace_id, deadline <= now() AS past_deadline";
 
-/// Records a proposal with its deadline `vote_deadline_ms` from now;
-/// returns the deadline, or `None` when the proposal was already recorded.
+/// A proposal just recorded: its deadline and the instances asked to vote.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Recorded {
+    /// Votes sent after this are not counted.
+    pub deadline: DateTime<Utc>,
+    /// The live subscribers of the vote-request queue when it was recorded
+    /// (who get a copy of a vote request sent in this transaction).
+    pub expected_voters: Vec<String>,
+}
+
+/// Records a proposal with its deadline `vote_deadline_ms` from now and the
+/// live instances as its expected voters, in one statement; `None` when the
+/// proposal was already recorded.
 pub async fn insert_proposal(
     conn: &mut PgConnection,
     p: &ProposalForConsensus,
     msg: &Delivery,
     quorum: f64,
     vote_deadline_ms: i64,
-) -> Result<Option<DateTime<Utc>>> {
+) -> Result<Option<Recorded>> {
     let code_change = serde_json::to_value(&p.code_change)?;
     let safety = serde_json::to_value(&p.safety_profile)?;
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_as(
         "INSERT INTO centralcloud.proposals
              (proposal_id, instance_id, agent_type, code_change, impact_score, risk_score,
-              proposer_safety, quorum, deadline, trace_id, message_id, proposed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond', $10, $11, $12)
+              proposer_safety, quorum, deadline, trace_id, message_id, proposed_at,
+              expected_voters)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond', $10, $11, $12,
+                ARRAY(SELECT subscriber FROM public.pgflow_subscribers
+                       WHERE queue_name = $13 AND live ORDER BY subscriber)
          ON CONFLICT (proposal_id) DO NOTHING
-         RETURNING deadline",
+         RETURNING deadline, expected_voters",
     )
     .bind(p.proposal_id)
     .bind(&p.instance_id)
@@ -75,34 +89,9 @@ pub async fn insert_proposal(
     .bind(msg.trace_id)
     .bind(msg.id)
     .bind(p.timestamp)
+    .bind(queues::CONSENSUS_VOTE_REQUESTS)
     .fetch_optional(&mut *conn)
     .await?)
-}
-
-/// The live subscribers of the vote-request queue now (who will get a copy
-/// of a vote request sent in this transaction).
-pub async fn live_voters(conn: &mut PgConnection) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT subscriber FROM public.pgflow_subscribers
-          WHERE queue_name = $1 AND live ORDER BY subscriber",
-    )
-    .bind(queues::CONSENSUS_VOTE_REQUESTS)
-    .fetch_all(&mut *conn)
-    .await?)
-}
-
-/// Stores who was asked to vote.
-pub async fn set_expected_voters(
-    conn: &mut PgConnection,
-    proposal_id: Uuid,
-    voters: &[String],
-) -> Result<()> {
-    sqlx::query("UPDATE centralcloud.proposals SET expected_voters = $2 WHERE proposal_id = $1")
-        .bind(proposal_id)
-        .bind(voters)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// Locks the proposal's row for the rest of the transaction (votes on one
@@ -158,32 +147,71 @@ pub async fn votes_pending(conn: &mut PgConnection, p: &ProposalRow, except: Uui
     .await?)
 }
 
-/// Records a vote; returns false when this voter had already voted on the
-/// proposal (the first vote stands).
+/// A vote as recorded: whether it was new, and the proposal's counted
+/// votes with it.
+#[derive(Debug, Clone)]
+pub struct VoteRecorded {
+    /// False when this voter had already voted (the first vote stands).
+    pub inserted: bool,
+    /// The counted votes of the proposal, this one included when counted.
+    pub counted: Vec<CastVote>,
+}
+
+/// Records a vote and reads the proposal's counted votes, in one statement
+/// (run after [`lock_proposal`], so that every vote committed before the
+/// lock was granted is in its snapshot).
 pub async fn insert_vote(
     conn: &mut PgConnection,
     v: &ConsensusVote,
     msg: &Delivery,
     counted: bool,
-) -> Result<bool> {
-    let n = sqlx::query(
-        "INSERT INTO centralcloud.votes
-             (proposal_id, voter, vote, reason, counted, trace_id, message_id, sent_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (proposal_id, voter) DO NOTHING",
-    )
-    .bind(v.proposal_id)
-    .bind(&v.instance_id)
-    .bind(vote_str(v.vote))
-    .bind(&v.reason)
-    .bind(counted)
-    .bind(msg.trace_id)
-    .bind(msg.id)
-    .bind(msg.created_at)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+) -> Result<VoteRecorded> {
+    let (inserted, voters, votes, reasons): (bool, Vec<String>, Vec<String>, Vec<String>) =
+        sqlx::query_as(
+            "WITH ins AS (
+                 INSERT INTO centralcloud.votes
+                     (proposal_id, voter, vote, reason, counted, trace_id, message_id, sent_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (proposal_id, voter) DO NOTHING
+                 RETURNING voter, vote, reason, counted)
+             SELECT EXISTS (SELECT 1 FROM ins),
+                    coalesce(array_agg(c.voter ORDER BY c.voter), '{}'),
+                    coalesce(array_agg(c.vote ORDER BY c.voter), '{}'),
+                    coalesce(array_agg(c.reason ORDER BY c.voter), '{}')
+               FROM (SELECT voter, vote, reason FROM centralcloud.votes
+                      WHERE proposal_id = $1 AND counted
+                     UNION ALL
+                     SELECT voter, vote, reason FROM ins WHERE counted) c",
+        )
+        .bind(v.proposal_id)
+        .bind(&v.instance_id)
+        .bind(vote_str(v.vote))
+        .bind(&v.reason)
+        .bind(counted)
+        .bind(msg.trace_id)
+        .bind(msg.id)
+        .bind(msg.created_at)
+        .fetch_one(&mut *conn)
+        .await?;
+    let counted = voters
+        .into_iter()
+        .zip(votes)
+        .zip(reasons)
+        .map(|((voter, vote), reason)| cast_vote(voter, &vote, reason))
+        .collect();
+    Ok(VoteRecorded { inserted, counted })
+}
+
+fn cast_vote(voter: String, vote: &str, reason: String) -> CastVote {
+    CastVote {
+        voter,
+        vote: if vote == "approve" {
+            protocol::Vote::Approve
+        } else {
+            protocol::Vote::Reject
+        },
+        reason,
+    }
 }
 
 /// The counted votes of a proposal, by voter.
@@ -197,21 +225,14 @@ pub async fn counted_votes(conn: &mut PgConnection, id: Uuid) -> Result<Vec<Cast
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(voter, vote, reason)| CastVote {
-            voter,
-            vote: if vote == "approve" {
-                protocol::Vote::Approve
-            } else {
-                protocol::Vote::Reject
-            },
-            reason,
-        })
+        .map(|(voter, vote, reason)| cast_vote(voter, &vote, reason))
         .collect())
 }
 
-/// Decides `p` (whose row the caller holds locked) and sends the result to
-/// the proposing instance, in the caller's transaction. Returns `None` when
-/// the proposal was already decided (by another worker or process).
+/// Decides `p` (whose row the caller holds locked) on its counted votes
+/// (read here) and sends the result to the proposing instance, in the
+/// caller's transaction. Returns `None` when the proposal was already
+/// decided (by another worker or process).
 pub async fn finalize(
     pg: &Pgflow,
     conn: &mut PgConnection,
@@ -219,7 +240,19 @@ pub async fn finalize(
     by: DecidedBy,
 ) -> Result<Option<Decision>> {
     let votes = counted_votes(conn, p.proposal_id).await?;
-    let decision = decide(&votes, &p.expected_voters, p.quorum, by);
+    finalize_on(pg, conn, p, by, &votes).await
+}
+
+/// [`finalize`] on `votes`, the proposal's counted votes the caller has
+/// just read under the row lock.
+pub async fn finalize_on(
+    pg: &Pgflow,
+    conn: &mut PgConnection,
+    p: &ProposalRow,
+    by: DecidedBy,
+    votes: &[CastVote],
+) -> Result<Option<Decision>> {
+    let decision = decide(votes, &p.expected_voters, p.quorum, by);
     let result = ConsensusResult {
         proposal_id: p.proposal_id,
         instance_id: p.instance_id.clone(),

@@ -29,6 +29,7 @@ fn help_names_the_configuration() {
         "PGFLOW_POLL_INTERVAL_MS",
         "PGFLOW_BATCH_SIZE",
         "PGFLOW_TIMEOUT_MS",
+        "PGFLOW_TX_BATCH",
         "CENTRALCLOUD_QUORUM",
         "CENTRALCLOUD_VOTE_DEADLINE_MS",
         "CENTRALCLOUD_DECIDER_INTERVAL_MS",

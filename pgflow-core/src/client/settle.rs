@@ -190,6 +190,24 @@ impl Pgflow {
         Ok(())
     }
 
+    /// Acks many messages inside the caller's transaction, in one
+    /// statement (a message whose lease was lost is reported and left
+    /// untouched).
+    pub async fn ack_many_in_tx(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        receipts: &[Receipt],
+    ) -> Result<AckReport> {
+        let (ids, leases) = split(receipts);
+        let acked: Vec<Uuid> = sqlx::query_scalar(ACK_SQL)
+            .bind(&ids)
+            .bind(&leases)
+            .fetch_all(&mut *conn)
+            .await?;
+        let lost = lost(receipts, &acked);
+        Ok(AckReport { acked, lost })
+    }
+
     /// Reports one failed attempt: retried after an exponential backoff
     /// with jitter while retries remain and the failure is not fatal, else
     /// dead-lettered with its error and history.

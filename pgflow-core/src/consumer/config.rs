@@ -46,6 +46,15 @@ pub struct ConsumerConfig {
     /// Retry policy (`max_retries`, `retry_delay_ms`) written to the queue at
     /// start; `None` keeps the queue's own.
     pub retry: Option<RetryPolicy>,
+    /// Transactional handlers only: up to this many messages of one claim
+    /// are handled one after the other in a single transaction that acks
+    /// them all (one BEGIN, one ack statement, one commit for the lot). If
+    /// any of them fails, the transaction is rolled back and each message
+    /// is handled again in its own transaction, so a failure still settles
+    /// only its own message; handlers must therefore be safe to run again
+    /// (their database writes roll back with the batch). Default 1 (every
+    /// message in its own transaction).
+    pub tx_batch: usize,
 }
 
 impl ConsumerConfig {
@@ -63,6 +72,7 @@ impl ConsumerConfig {
             instance: None,
             shutdown_timeout: Duration::from_secs(10),
             retry: None,
+            tx_batch: 1,
         }
     }
 
@@ -120,6 +130,12 @@ impl ConsumerConfig {
         self
     }
 
+    /// Sets [`ConsumerConfig::tx_batch`].
+    pub fn tx_batch(mut self, n: usize) -> Self {
+        self.tx_batch = n;
+        self
+    }
+
     /// Worker slots actually used: `workers`, or 1 when parallel is off.
     pub fn slots(&self) -> usize {
         if self.parallel {
@@ -148,6 +164,9 @@ impl ConsumerConfig {
         if self.batch_size == 0 || self.batch_size > crate::client::MAX_CLAIM_BATCH {
             return bad("batch_size must be 1-10000");
         }
+        if self.tx_batch == 0 || self.tx_batch > crate::client::MAX_CLAIM_BATCH {
+            return bad("tx_batch must be 1-10000");
+        }
         if self.poll_interval.is_zero() {
             return bad("poll_interval must be > 0");
         }
@@ -172,6 +191,8 @@ mod tests {
         assert_eq!(c.clone().parallel(false).slots(), 1);
         assert!(c.validate().is_ok());
         assert!(c.clone().workers(0).validate().is_err());
+        assert_eq!(c.tx_batch, 1);
+        assert!(c.clone().tx_batch(0).validate().is_err());
         assert!(c.batch_size(0).validate().is_err());
     }
 }

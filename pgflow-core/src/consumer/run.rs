@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::completer::{self, PendingAcks};
 use super::config::ConsumerConfig;
 use super::state::ConsumerState;
+use super::tx_batch;
 use super::worker::{execute, HandlerKind, InFlight, WorkerCtx};
 use crate::client::{ClaimOptions, Pgflow};
+use crate::delivery::Delivery;
 use crate::error::{report, Error, Result};
 use crate::queue_config::DeliveryKind;
 
@@ -217,11 +219,32 @@ impl Consumer {
                     m.insert(d.id, d.receipt());
                 }
             }
-            for d in batch {
-                let Some(permit) = permits.split(1) else {
-                    break;
-                };
-                tasks.spawn(execute(ctx.clone(), d, permit));
+            match &ctx.handler {
+                HandlerKind::Tx(h) if cfg.tx_batch > 1 && batch.len() > 1 => {
+                    let mut batch = batch;
+                    tx_batch::order(&mut batch);
+                    let mut rest = batch.into_iter().peekable();
+                    while rest.peek().is_some() {
+                        let chunk: Vec<Delivery> = rest.by_ref().take(cfg.tx_batch).collect();
+                        let Some(permit) = permits.split(chunk.len()) else {
+                            break;
+                        };
+                        tasks.spawn(tx_batch::execute_batch(
+                            ctx.clone(),
+                            h.clone(),
+                            chunk,
+                            permit,
+                        ));
+                    }
+                }
+                _ => {
+                    for d in batch {
+                        let Some(permit) = permits.split(1) else {
+                            break;
+                        };
+                        tasks.spawn(execute(ctx.clone(), d, permit));
+                    }
+                }
             }
             drop(permits);
             if got > 1 && !full && !cfg.fetch_cooldown.is_zero() {

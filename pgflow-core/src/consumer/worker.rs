@@ -55,7 +55,10 @@ fn panic_message(p: &(dyn Any + Send)) -> String {
 }
 
 /// Runs `fut` with a timeout, turning a panic or a timeout into a retryable failure.
-async fn guarded(timeout: Duration, fut: impl Future<Output = HandlerResult>) -> HandlerResult {
+pub(crate) async fn guarded(
+    timeout: Duration,
+    fut: impl Future<Output = HandlerResult>,
+) -> HandlerResult {
     match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
         Err(_) => Err(HandlerError::Retryable(format!(
             "handler timed out after {} ms",
@@ -69,60 +72,81 @@ async fn guarded(timeout: Duration, fut: impl Future<Output = HandlerResult>) ->
     }
 }
 
-/// Handles `d`, holding `permit` (one worker slot) until the outcome is queued.
-pub(crate) async fn execute(ctx: WorkerCtx, d: Delivery, permit: OwnedSemaphorePermit) {
-    let span = tracing::info_span!(
+/// The span every handler call for `d` runs in.
+pub(crate) fn message_span(d: &Delivery) -> tracing::Span {
+    tracing::info_span!(
         "message",
         queue = %d.queue_name,
         message_id = %d.id,
         msg_type = %d.msg_type,
         trace_id = %d.trace_id,
         attempt = d.attempts,
-    );
+    )
+}
+
+/// Handles `d`, holding `permit` (one worker slot) until the outcome is queued.
+pub(crate) async fn execute(ctx: WorkerCtx, d: Delivery, permit: OwnedSemaphorePermit) {
+    let span = message_span(&d);
     async move {
-        let receipt = d.receipt();
-        let queue = d.queue_name.clone();
-        let waited = (chrono::Utc::now() - d.created_at)
-            .to_std()
-            .unwrap_or_default();
-        metrics::histogram!("pgflow_publish_to_start_seconds", "queue" => queue.clone())
-            .record(waited.as_secs_f64());
-        ctx.state.in_flight_delta(1);
-        let started = Instant::now();
-        let result = match &ctx.handler {
-            HandlerKind::Plain(h) => guarded(ctx.timeout, h.handle(&d)).await,
-            HandlerKind::Tx(h) => run_in_tx(&ctx, h.as_ref(), &d).await,
-        };
-        let took = started.elapsed();
-        metrics::histogram!("pgflow_handler_duration_seconds", "queue" => queue)
-            .record(took.as_secs_f64());
-        ctx.state.add(Count::Processed, 1);
-        match &result {
-            Ok(()) => tracing::debug!(ms = took.as_millis() as u64, "handled"),
-            Err(e) => {
-                ctx.state.add(Count::Failed, 1);
-                tracing::warn!(error = %e, fatal = e.is_fatal(), ms = took.as_millis() as u64, "handler failed");
-            }
-        }
-        match result {
-            Err(e) => {
-                let _ = ctx.done.send(Completion {
-                    receipt,
-                    failure: e.into_failure(),
-                });
-            }
-            // Transactional handlers acked in their own transaction.
-            Ok(()) if matches!(ctx.handler, HandlerKind::Tx(_)) => {}
-            Ok(()) => ctx.acks.push(receipt),
-        }
-        if let Ok(mut m) = ctx.in_flight.lock() {
-            m.remove(&receipt.id);
-        }
-        ctx.state.in_flight_delta(-1);
+        started(&ctx, &d);
+        let (result, took) = handle_one(&ctx, &d).await;
+        finished(&ctx, &d, result, took);
         drop(permit);
     }
     .instrument(span)
     .await
+}
+
+/// Accounts for a message whose handling starts.
+pub(crate) fn started(ctx: &WorkerCtx, d: &Delivery) {
+    let waited = (chrono::Utc::now() - d.created_at)
+        .to_std()
+        .unwrap_or_default();
+    metrics::histogram!("pgflow_publish_to_start_seconds", "queue" => d.queue_name.clone())
+        .record(waited.as_secs_f64());
+    ctx.state.in_flight_delta(1);
+}
+
+/// Runs the handler for `d` alone (in its own transaction in
+/// transactional mode); returns the outcome and the time it took.
+pub(crate) async fn handle_one(ctx: &WorkerCtx, d: &Delivery) -> (HandlerResult, Duration) {
+    let start = Instant::now();
+    let result = match &ctx.handler {
+        HandlerKind::Plain(h) => guarded(ctx.timeout, h.handle(d)).await,
+        HandlerKind::Tx(h) => run_in_tx(ctx, h.as_ref(), d).await,
+    };
+    (result, start.elapsed())
+}
+
+/// Accounts for the outcome of `d` and queues its settlement (transactional
+/// successes are already acked).
+pub(crate) fn finished(ctx: &WorkerCtx, d: &Delivery, result: HandlerResult, took: Duration) {
+    let receipt = d.receipt();
+    metrics::histogram!("pgflow_handler_duration_seconds", "queue" => d.queue_name.clone())
+        .record(took.as_secs_f64());
+    ctx.state.add(Count::Processed, 1);
+    match &result {
+        Ok(()) => tracing::debug!(ms = took.as_millis() as u64, "handled"),
+        Err(e) => {
+            ctx.state.add(Count::Failed, 1);
+            tracing::warn!(error = %e, fatal = e.is_fatal(), ms = took.as_millis() as u64, "handler failed");
+        }
+    }
+    match result {
+        Err(e) => {
+            let _ = ctx.done.send(Completion {
+                receipt,
+                failure: e.into_failure(),
+            });
+        }
+        // Transactional handlers acked in their own transaction.
+        Ok(()) if matches!(ctx.handler, HandlerKind::Tx(_)) => {}
+        Ok(()) => ctx.acks.push(receipt),
+    }
+    if let Ok(mut m) = ctx.in_flight.lock() {
+        m.remove(&receipt.id);
+    }
+    ctx.state.in_flight_delta(-1);
 }
 
 /// Transactional mode: begin, run the handler on the transaction, ack in

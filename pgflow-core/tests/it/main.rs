@@ -18,3 +18,4 @@ mod roles_passwords;
 mod send_claim;
 mod spool;
 mod support;
+mod tx_batch;

@@ -324,12 +324,14 @@ async fn start(
     let pool = args.pool().to_string();
     let poll = args.poll_interval_ms.to_string();
     let batch = args.batch_size.to_string();
+    let tx_batch = args.tx_batch.to_string();
     let common = |url: String| -> Vec<(String, String)> {
         vec![
             ("PGFLOW_DATABASE_URL".into(), url),
             ("PGFLOW_POOL_SIZE".into(), pool.clone()),
             ("PGFLOW_POLL_INTERVAL_MS".into(), poll.clone()),
             ("PGFLOW_BATCH_SIZE".into(), batch.clone()),
+            ("PGFLOW_TX_BATCH".into(), tx_batch.clone()),
             ("PGFLOW_PROPOSALS_WORKERS".into(), w.clone()),
             ("PGFLOW_METRICS_WORKERS".into(), w.clone()),
             ("RUST_LOG".into(), args.service_log.clone()),
@@ -445,13 +447,14 @@ async fn environment(
     }
     lines.push(format!(
         "services: centralcloud + {} singularity instances (release binaries), each logged in \
-         as its own role; every consumer {} workers, poll {} ms, batch {}, pool {} connections \
-         per process; vote deadline {} ms; learning loop off; no verify command (metrics from \
+         as its own role; every consumer {} workers, poll {} ms, batch {}, up to {} messages per \
+         transaction (PGFLOW_TX_BATCH), pool {} connections per process; vote deadline {} ms; learning loop off; no verify command (metrics from \
          /proc); RUST_LOG={}",
         args.instances,
         args.workers,
         args.poll_interval_ms,
         args.batch_size,
+        args.tx_batch,
         args.pool(),
         args.vote_deadline_ms,
         args.service_log
