@@ -67,10 +67,10 @@ pub async fn active_with_history(
         i64,
         i64,
     ) = sqlx::query_as(
-        "SELECT sp.profile, sp.version, sp.source, h.applied, h.rolled_back
-           FROM (SELECT count(*) FILTER (WHERE status = 'applied') AS applied,
-                        count(*) FILTER (WHERE status = 'rolled_back') AS rolled_back
-                   FROM singularity.proposals
+        "SELECT sp.profile, sp.version, sp.source,
+                coalesce(h.applied, 0), coalesce(h.rolled_back, 0)
+           FROM (SELECT sum(applied)::int8 AS applied, sum(rolled_back)::int8 AS rolled_back
+                   FROM singularity.agent_history
                   WHERE instance_id = $1 AND agent_type = $2) h
            LEFT JOIN singularity.safety_profiles sp
                   ON sp.instance_id = $1 AND sp.agent_type = $2",

@@ -240,7 +240,10 @@ fn connections_needed(args: &ServiceArgs) -> u32 {
 }
 
 /// Refreshes the database part of `/status` (proposals and Genesis
-/// requests by state, queue depths) every `every` (the provider itself cannot query).
+/// requests by state, queue depths) every `every` (the provider itself
+/// cannot query), or less often when the counts are slow (deep queues): a
+/// pause of at least [`STATUS_PAUSE_FACTOR`] times the last refresh, so the
+/// refresh never takes more than 2% of one server connection's time.
 async fn refresh_status(
     inst: Arc<Instance>,
     cache: Arc<RwLock<serde_json::Value>>,
@@ -248,21 +251,26 @@ async fn refresh_status(
     shutdown: CancellationToken,
 ) {
     loop {
+        let started = std::time::Instant::now();
         let gathered = async {
             let mut conn = inst.pg.pool().acquire().await?;
             status::gather(&mut conn, &inst.id).await
         }
         .await;
+        let pause = every.max(started.elapsed() * STATUS_PAUSE_FACTOR);
         match gathered.and_then(|r| Ok(serde_json::to_value(r)?)) {
             Ok(v) => *cache.write().unwrap_or_else(PoisonError::into_inner) = v,
             Err(e) => tracing::debug!(error = %e, "status refresh failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
+
+/// See [`refresh_status`].
+const STATUS_PAUSE_FACTOR: u32 = 50;
 
 /// The `/status` document.
 fn status_document(

@@ -105,14 +105,24 @@ pub async fn lock_proposal(conn: &mut PgConnection, id: Uuid) -> Result<Option<P
     .await?)
 }
 
+/// Proposals [`lock_due`] examines per call, oldest deadline first.
+pub const DUE_WINDOW: i64 = 1000;
+
 /// Locks up to `limit` proposals still collecting past their deadline,
 /// skipping those another transaction holds and those with a vote sent in
 /// time still waiting in the votes queue (it is counted when handled; its
-/// handler then decides).
+/// handler then decides). Only the [`DUE_WINDOW`] oldest due proposals
+/// are examined, so a deep votes queue (thousands due, all with votes
+/// queued) costs a bounded scan per call; as the queue drains, their last
+/// votes decide them and the window moves on.
 pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<ProposalRow>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {ROW_COLUMNS} FROM centralcloud.proposals p
-          WHERE p.status = 'collecting' AND p.deadline <= now()
+          WHERE p.proposal_id IN (
+                SELECT proposal_id FROM centralcloud.proposals
+                 WHERE status = 'collecting' AND deadline <= now()
+                 ORDER BY deadline LIMIT $3)
+            AND p.status = 'collecting' AND p.deadline <= now()
             AND NOT EXISTS (
                 SELECT 1 FROM pgflow.messages m
                  WHERE m.queue_name = $2 AND m.msg_type = 'consensus_vote'
@@ -124,6 +134,7 @@ pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Proposa
     ))
     .bind(limit)
     .bind(queues::CONSENSUS_VOTES)
+    .bind(DUE_WINDOW)
     .fetch_all(&mut *conn)
     .await?)
 }

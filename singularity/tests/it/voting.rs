@@ -151,3 +151,54 @@ async fn the_instances_own_history_counts_in_its_votes() {
     assert!(v.reason.contains("rolled back 2 of 2"), "{}", v.reason);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn history_counters_follow_every_status_change() {
+    let env = Env::start().await;
+    let pool = env.t.pgflow.pool();
+    let mut ids = Vec::new();
+    for f in ["c1.txt", "c2.txt", "c3.txt"] {
+        ids.push(env.apply(f, "x").await.proposal_id);
+    }
+    let set = |id: Uuid, status: &'static str| async move {
+        sqlx::query("UPDATE singularity.proposals SET status = $2 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+    set(ids[0], "rolled_back").await;
+    set(ids[1], "rolled_back").await;
+    set(ids[1], "applied").await; // corrected by hand: back to applied
+    sqlx::query("DELETE FROM singularity.proposals WHERE id = $1")
+        .bind(ids[2])
+        .execute(pool)
+        .await
+        .unwrap();
+    let counters: (i64, i64) = sqlx::query_as(
+        "SELECT sum(applied)::int8, sum(rolled_back)::int8 FROM singularity.agent_history
+          WHERE instance_id = $1 AND agent_type = 'BugFixerAgent'",
+    )
+    .bind(&env.inst.id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let counted: (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'applied'),
+                count(*) FILTER (WHERE status = 'rolled_back')
+           FROM singularity.proposals WHERE instance_id = $1 AND agent_type = 'BugFixerAgent'",
+    )
+    .bind(&env.inst.id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(counters, (1, 1));
+    assert_eq!(counters, counted);
+    let mut conn = pool.acquire().await.unwrap();
+    let h = singularity::store::history(&mut conn, &env.inst.id, "BugFixerAgent")
+        .await
+        .unwrap();
+    assert_eq!((h.applied, h.rolled_back), (1, 1));
+    env.stop().await;
+}
