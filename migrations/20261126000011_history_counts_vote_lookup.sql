@@ -68,6 +68,31 @@ GRANT SELECT, INSERT, UPDATE ON singularity.agent_history TO singularity;
 --    proposal, and a late vote's handler). That scanned the whole votes
 --    queue per proposal, quadratic when the queue backs up; this partial
 --    index on the vote's queue and proposal id makes it one index probe.
+--    Row-level security keeps a role's queries from using an index on an
+--    expression that is not leakproof (`payload ->> ...`): the lookup is a
+--    function that runs as the schema's owner, answers only this yes/no
+--    question about the queue centralcloud consumes anyway, and only
+--    centralcloud may call it.
 CREATE INDEX messages_consensus_vote_proposal_idx
     ON pgflow.messages (queue_name, (payload ->> 'proposal_id'))
  WHERE msg_type = 'consensus_vote';
+
+CREATE FUNCTION centralcloud.votes_queued(proposal uuid, sent_by timestamptz, except_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN EXISTS (
+        SELECT 1 FROM pgflow.messages m
+         WHERE m.queue_name = 'consensus_votes_queue'
+           AND m.msg_type = 'consensus_vote'
+           AND m.payload ->> 'proposal_id' = proposal::text
+           AND m.created_at <= sent_by
+           AND m.id IS DISTINCT FROM except_id);
+END
+$$;
+COMMENT ON FUNCTION centralcloud.votes_queued(uuid, timestamptz, uuid) IS
+    'Whether a vote on the proposal sent by sent_by (other than message except_id) waits in consensus_votes_queue.';
+REVOKE ALL ON FUNCTION centralcloud.votes_queued(uuid, timestamptz, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION centralcloud.votes_queued(uuid, timestamptz, uuid) TO centralcloud;

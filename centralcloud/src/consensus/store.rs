@@ -106,7 +106,7 @@ pub async fn lock_proposal(conn: &mut PgConnection, id: Uuid) -> Result<Option<P
 }
 
 /// Proposals [`lock_due`] examines per call, oldest deadline first.
-pub const DUE_WINDOW: i64 = 1000;
+pub const DUE_WINDOW: i64 = 300;
 
 /// Locks up to `limit` proposals still collecting past their deadline,
 /// skipping those another transaction holds and those with a vote sent in
@@ -121,19 +121,14 @@ pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Proposa
           WHERE p.proposal_id IN (
                 SELECT proposal_id FROM centralcloud.proposals
                  WHERE status = 'collecting' AND deadline <= now()
-                 ORDER BY deadline LIMIT $3)
+                 ORDER BY deadline LIMIT $2)
             AND p.status = 'collecting' AND p.deadline <= now()
-            AND NOT EXISTS (
-                SELECT 1 FROM pgflow.messages m
-                 WHERE m.queue_name = $2 AND m.msg_type = 'consensus_vote'
-                   AND m.payload ->> 'proposal_id' = p.proposal_id::text
-                   AND m.created_at <= p.deadline)
+            AND NOT centralcloud.votes_queued(p.proposal_id, p.deadline, NULL)
           ORDER BY p.deadline
           LIMIT $1
           FOR UPDATE OF p SKIP LOCKED"
     ))
     .bind(limit)
-    .bind(queues::CONSENSUS_VOTES)
     .bind(DUE_WINDOW)
     .fetch_all(&mut *conn)
     .await?)
@@ -143,19 +138,14 @@ pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Proposa
 /// `except`, still wait in the votes queue (queued while centralcloud was
 /// down, or being handled now): the deadline decision waits for the last.
 pub async fn votes_pending(conn: &mut PgConnection, p: &ProposalRow, except: Uuid) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (
-             SELECT 1 FROM pgflow.messages m
-              WHERE m.queue_name = $1 AND m.msg_type = 'consensus_vote'
-                AND m.payload ->> 'proposal_id' = $2
-                AND m.created_at <= $3 AND m.id <> $4)",
+    Ok(
+        sqlx::query_scalar("SELECT centralcloud.votes_queued($1, $2, $3)")
+            .bind(p.proposal_id)
+            .bind(p.deadline)
+            .bind(except)
+            .fetch_one(&mut *conn)
+            .await?,
     )
-    .bind(queues::CONSENSUS_VOTES)
-    .bind(p.proposal_id.to_string())
-    .bind(p.deadline)
-    .bind(except)
-    .fetch_one(&mut *conn)
-    .await?)
 }
 
 /// A vote as recorded: whether it was new, and the proposal's counted
