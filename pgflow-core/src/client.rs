@@ -148,9 +148,20 @@ impl Pgflow {
         // millisecond of server CPU per ack in the full-loop load test). All
         // the statements sent through this pool are key lookups whose plan
         // does not depend on the values.
+        //
+        // No sequential scan where an index serves: a generic plan is made
+        // once per connection, and one made while a queue table was nearly
+        // empty scans the whole table and sorts it (claim) or hashes it
+        // (ack) for as long as the connection lives, however deep the
+        // queue grows (measured: 25 ms per ack with 300,000 messages
+        // waiting, against 0.3 ms). A statement with no usable index still
+        // scans the table.
         let connect = connect
             .application_name(&options.application_name)
-            .options([("plan_cache_mode", "force_generic_plan")]);
+            .options([
+                ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
+            ]);
         // One direct attempt first: it reports the real cause (refused,
         // auth, unknown database) where a pool would only say "timed out".
         let unreachable = |source| Error::Unreachable {

@@ -12,6 +12,7 @@ mod fencing;
 mod monitoring;
 mod ops;
 mod outage;
+mod plans;
 mod retry_dlq;
 mod roles;
 mod roles_passwords;
