@@ -26,7 +26,7 @@ WITH r AS (
       FROM pgflow.messages m
       JOIN r ON m.id = r.id AND m.lease = r.lease
       JOIN pgflow.queues q ON q.queue_name = m.queue_name
-     WHERE m.visible_at > now()
+     WHERE m.id = ANY($1::uuid[]) AND m.visible_at > now()
        FOR UPDATE OF m
 ), retried AS (
     UPDATE pgflow.messages m
@@ -64,8 +64,9 @@ SELECT id, NULL::timestamptz FROM dead
 const EXTEND_SQL: &str = r#"
 UPDATE pgflow.messages m
    SET visible_at = now() + $3 * interval '1 millisecond'
-  FROM unnest($1::uuid[], $2::uuid[]) AS r(id, lease)
- WHERE m.id = r.id AND m.lease = r.lease AND m.visible_at > now()
+ WHERE m.id = ANY($1::uuid[])
+   AND m.lease = ($2::uuid[])[array_position($1::uuid[], m.id)]
+   AND m.visible_at > now()
 RETURNING m.id
 "#;
 
@@ -73,8 +74,9 @@ const RELEASE_SQL: &str = r#"
 UPDATE pgflow.messages m
    SET lease = NULL, claimed_at = NULL, visible_at = now(),
        attempts = greatest(m.attempts - 1, 0)
-  FROM unnest($1::uuid[], $2::uuid[]) AS r(id, lease)
- WHERE m.id = r.id AND m.lease = r.lease AND m.visible_at > now()
+ WHERE m.id = ANY($1::uuid[])
+   AND m.lease = ($2::uuid[])[array_position($1::uuid[], m.id)]
+   AND m.visible_at > now()
 RETURNING m.id
 "#;
 
