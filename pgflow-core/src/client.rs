@@ -4,28 +4,41 @@
 
 /// The SQL pieces that several statements share (`concat!`-ed into consts).
 mod sql {
-    /// CTEs `d` (delete the acked rows, fenced by lease and expiry) and `a`
-    /// (archive them when the queue keeps an archive); binds `$ACK_IDS`,
-    /// `$ACK_LEASES` as given. The rows are found by `id = ANY(ids)`, not by
-    /// a join with `unnest(ids, leases)`: a generic plan (made once per
-    /// connection) of the join, made while the queue table was nearly
-    /// empty, hashed the whole table on every ack however deep the queue
-    /// grew (25.8 ms per ack at 300,000 waiting); `= ANY` plans as a
-    /// primary-key probe whatever the table's size.
+    /// The lease fence of a settle statement on `pgflow.messages m`: the rows
+    /// of ids `$ids` still held under the matching lease of `$leases` and not
+    /// expired. The rows are found by `id = ANY(ids)`, not by a join with
+    /// `unnest(ids, leases)`: a generic plan (made once per connection) of
+    /// the join, made while the queue table was nearly empty, hashed the
+    /// whole table on every ack however deep the queue grew (25.8 ms per ack
+    /// at 300,000 waiting); `= ANY` plans as a primary-key probe whatever the
+    /// table's size.
+    macro_rules! fenced {
+        ($ids:literal, $leases:literal) => {
+            concat!(
+                "m.id = ANY(",
+                $ids,
+                "::uuid[])
+   AND m.lease = (",
+                $leases,
+                "::uuid[])[array_position(",
+                $ids,
+                "::uuid[], m.id)]
+   AND m.visible_at > now()"
+            )
+        };
+    }
+
+    /// CTEs `d` (delete the acked rows, [`fenced`]) and `a` (archive them
+    /// when the queue keeps an archive); binds `$ACK_IDS`, `$ACK_LEASES` as
+    /// given.
     macro_rules! ack_ctes {
         ($ids:literal, $leases:literal) => {
             concat!(
                 "d AS (
     DELETE FROM pgflow.messages m
-     WHERE m.id = ANY(",
-                $ids,
-                "::uuid[])
-       AND m.lease = (",
-                $leases,
-                "::uuid[])[array_position(",
-                $ids,
-                "::uuid[], m.id)]
-       AND m.visible_at > now()
+     WHERE ",
+                $crate::client::sql::fenced!($ids, $leases),
+                "
     RETURNING m.*
 ), a AS (
     INSERT INTO pgflow.archive
@@ -73,7 +86,7 @@ RETURNING m.id, m.seq, m.queue_name, m.target, m.priority, m.msg_type, m.schema_
         };
     }
 
-    pub(super) use {ack_ctes, claim_ctes, claim_update};
+    pub(super) use {ack_ctes, claim_ctes, claim_update, fenced};
 }
 
 mod admin;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::sql::ack_ctes;
+use super::sql::{ack_ctes, fenced};
 use super::Pgflow;
 use crate::delivery::Receipt;
 use crate::error::{Error, Result};
@@ -61,24 +61,24 @@ UNION ALL
 SELECT id, NULL::timestamptz FROM dead
 "#;
 
-const EXTEND_SQL: &str = r#"
-UPDATE pgflow.messages m
+const EXTEND_SQL: &str = concat!(
+    "UPDATE pgflow.messages m
    SET visible_at = now() + $3 * interval '1 millisecond'
- WHERE m.id = ANY($1::uuid[])
-   AND m.lease = ($2::uuid[])[array_position($1::uuid[], m.id)]
-   AND m.visible_at > now()
-RETURNING m.id
-"#;
+ WHERE ",
+    fenced!("$1", "$2"),
+    "
+RETURNING m.id"
+);
 
-const RELEASE_SQL: &str = r#"
-UPDATE pgflow.messages m
+const RELEASE_SQL: &str = concat!(
+    "UPDATE pgflow.messages m
    SET lease = NULL, claimed_at = NULL, visible_at = now(),
        attempts = greatest(m.attempts - 1, 0)
- WHERE m.id = ANY($1::uuid[])
-   AND m.lease = ($2::uuid[])[array_position($1::uuid[], m.id)]
-   AND m.visible_at > now()
-RETURNING m.id
-"#;
+ WHERE ",
+    fenced!("$1", "$2"),
+    "
+RETURNING m.id"
+);
 
 /// Why a message failed, and whether another attempt may help.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +140,21 @@ pub(super) fn lost(receipts: &[Receipt], done: &[Uuid]) -> Vec<Uuid> {
         .collect()
 }
 
+/// The ack statement on `executor` (the pool, or the caller's transaction).
+async fn ack_on<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    receipts: &[Receipt],
+) -> Result<AckReport> {
+    let (ids, leases) = split(receipts);
+    let acked: Vec<Uuid> = sqlx::query_scalar(ACK_SQL)
+        .bind(&ids)
+        .bind(&leases)
+        .fetch_all(executor)
+        .await?;
+    let lost = lost(receipts, &acked);
+    Ok(AckReport { acked, lost })
+}
+
 fn truncate_error(e: &str) -> String {
     if e.len() <= MAX_ERROR_LEN {
         return e.to_string();
@@ -168,25 +183,14 @@ impl Pgflow {
         if receipts.is_empty() {
             return Ok(AckReport::default());
         }
-        let (ids, leases) = split(receipts);
-        let acked: Vec<Uuid> = sqlx::query_scalar(ACK_SQL)
-            .bind(&ids)
-            .bind(&leases)
-            .fetch_all(&self.pool)
-            .await?;
-        let lost = lost(receipts, &acked);
-        Ok(AckReport { acked, lost })
+        ack_on(&self.pool, receipts).await
     }
 
     /// Acks inside the caller's transaction (transactional handlers): the ack
     /// commits or rolls back with the caller's writes.
     pub async fn ack_in_tx(&self, conn: &mut sqlx::PgConnection, receipt: Receipt) -> Result<()> {
-        let acked: Vec<Uuid> = sqlx::query_scalar(ACK_SQL)
-            .bind(vec![receipt.id])
-            .bind(vec![receipt.lease])
-            .fetch_all(&mut *conn)
-            .await?;
-        if acked.is_empty() {
+        let report = self.ack_many_in_tx(conn, &[receipt]).await?;
+        if report.acked.is_empty() {
             return Err(Error::LeaseLost { id: receipt.id });
         }
         Ok(())
@@ -200,14 +204,7 @@ impl Pgflow {
         conn: &mut sqlx::PgConnection,
         receipts: &[Receipt],
     ) -> Result<AckReport> {
-        let (ids, leases) = split(receipts);
-        let acked: Vec<Uuid> = sqlx::query_scalar(ACK_SQL)
-            .bind(&ids)
-            .bind(&leases)
-            .fetch_all(&mut *conn)
-            .await?;
-        let lost = lost(receipts, &acked);
-        Ok(AckReport { acked, lost })
+        ack_on(&mut *conn, receipts).await
     }
 
     /// Reports one failed attempt: retried after an exponential backoff

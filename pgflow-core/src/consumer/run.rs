@@ -16,7 +16,6 @@ use super::state::ConsumerState;
 use super::tx_batch;
 use super::worker::{execute, HandlerKind, InFlight, WorkerCtx};
 use crate::client::{ClaimOptions, Pgflow};
-use crate::delivery::Delivery;
 use crate::error::{report, Error, Result};
 use crate::queue_config::DeliveryKind;
 
@@ -221,21 +220,7 @@ impl Consumer {
             }
             match &ctx.handler {
                 HandlerKind::Tx(h) if cfg.tx_batch > 1 && batch.len() > 1 => {
-                    let mut batch = batch;
-                    tx_batch::order(&mut batch);
-                    let mut rest = batch.into_iter().peekable();
-                    while rest.peek().is_some() {
-                        let chunk: Vec<Delivery> = rest.by_ref().take(cfg.tx_batch).collect();
-                        let Some(permit) = permits.split(chunk.len()) else {
-                            break;
-                        };
-                        tasks.spawn(tx_batch::execute_batch(
-                            ctx.clone(),
-                            h.clone(),
-                            chunk,
-                            permit,
-                        ));
-                    }
+                    tx_batch::spawn(tasks, ctx, h, batch, &mut permits, cfg.tx_batch);
                 }
                 _ => {
                     for d in batch {

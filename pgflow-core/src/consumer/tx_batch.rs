@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::handler::TxHandler;
@@ -25,14 +26,31 @@ use super::worker::{finished, guarded, handle_one, message_span, started, Worker
 use crate::delivery::{Delivery, Receipt};
 use crate::error::report;
 
-/// Orders a claim for batching: by trace id, then queue order.
-pub(crate) fn order(batch: &mut [Delivery]) {
+/// Orders `batch` (one claim) by trace id, then queue order, cuts it into
+/// batches of up to `size` and spawns each on `tasks` with one of
+/// `permits` per message.
+pub(crate) fn spawn(
+    tasks: &mut JoinSet<()>,
+    ctx: &WorkerCtx,
+    handler: &Arc<dyn TxHandler>,
+    mut batch: Vec<Delivery>,
+    permits: &mut OwnedSemaphorePermit,
+    size: usize,
+) {
     batch.sort_by_key(|d| (d.trace_id, d.seq));
+    let mut rest = batch.into_iter().peekable();
+    while rest.peek().is_some() {
+        let chunk: Vec<Delivery> = rest.by_ref().take(size).collect();
+        let Some(permit) = permits.split(chunk.len()) else {
+            break;
+        };
+        tasks.spawn(execute_batch(ctx.clone(), handler.clone(), chunk, permit));
+    }
 }
 
 /// Handles `batch` in one transaction, holding `permit` (one worker slot
 /// per message) until every outcome is queued.
-pub(crate) async fn execute_batch(
+async fn execute_batch(
     ctx: WorkerCtx,
     handler: Arc<dyn TxHandler>,
     batch: Vec<Delivery>,
