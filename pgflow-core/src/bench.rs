@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// Workers of the runtime end-to-end run.
     #[arg(long, default_value_t = 32)]
     pub runtime_workers: usize,
+    /// Claims in flight at once in the runtime end-to-end run
+    /// (`ConsumerConfig::fetchers`; 0: the runtime's default).
+    #[arg(long, default_value_t = 0)]
+    pub runtime_fetchers: usize,
     /// Internal: run as the consumer process of the runtime run.
     #[arg(long, hide = true)]
     pub child_consume: Option<u64>,
@@ -103,7 +107,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             .as_deref()
             .ok_or_else(|| Error::Config("--child-consume needs --database-url".into()))?;
         let pg = Pgflow::connect(url).await?;
-        let r = runtime::child_consume(&pg, n, args.runtime_workers).await;
+        let r = runtime::child_consume(&pg, n, args.runtime_workers, args.runtime_fetchers).await;
         pg.close().await;
         return r;
     }

@@ -30,7 +30,8 @@ mod sql {
 
     /// CTEs `d` (delete the acked rows, [`fenced`]) and `a` (archive them
     /// when the queue keeps an archive); binds `$ACK_IDS`, `$ACK_LEASES` as
-    /// given.
+    /// given. The same statement is `pgflow.ack` (migration 13), which acks
+    /// inside a caller's transaction; change both together.
     macro_rules! ack_ctes {
         ($ids:literal, $leases:literal) => {
             concat!(
@@ -55,6 +56,9 @@ mod sql {
 
     /// CTEs `q` (the queue's settings) and `c` (the next rows in claim
     /// order, locked, skipping locked ones): `$1` queue, `$2` target, `$3` limit.
+    /// The scan starts at the queue's floor (`pgflow.heads`, migration 12):
+    /// no row lies below it, so the dead index entries acked messages left
+    /// at the head are not walked again.
     macro_rules! claim_ctes {
         () => {
             "q AS (
@@ -63,7 +67,10 @@ mod sql {
     SELECT m.ctid
       FROM pgflow.messages m
      WHERE m.queue_name = $1 AND m.target = $2 AND m.visible_at <= now()
-     ORDER BY m.priority DESC, m.seq
+       AND m.ord >= COALESCE((SELECT h.floor FROM pgflow.heads h
+                               WHERE h.queue_name = $1 AND h.target = $2),
+                             -9223372036854775808)
+     ORDER BY m.ord
      LIMIT $3
        FOR UPDATE SKIP LOCKED
 )"
@@ -93,6 +100,7 @@ mod admin;
 mod claim;
 mod coalesce;
 mod dlq;
+mod floor;
 mod send;
 mod settle;
 mod subscribers;
@@ -110,6 +118,7 @@ use crate::message::DEFAULT_MAX_PAYLOAD_BYTES;
 pub use admin::{MessageSummary, QueueStats};
 pub use claim::{ClaimOptions, MAX_CLAIM_BATCH};
 pub use dlq::DlqMessage;
+pub use floor::ADVANCE_EVERY;
 pub use settle::{AckReport, Failure, NackOutcome};
 pub use subscribers::Subscriber;
 
@@ -123,7 +132,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// Options of a [`Pgflow`] handle.
 #[derive(Debug, Clone)]
 pub struct PgflowOptions {
-    /// Largest connection pool.
+    /// Largest connection pool (the queue pool, see [`Pgflow::from_pool`],
+    /// adds a quarter of this, 2 to 16).
     pub max_connections: u32,
     /// How long to wait for a pooled connection.
     pub acquire_timeout: Duration,
@@ -148,8 +158,11 @@ impl Default for PgflowOptions {
 #[derive(Debug, Clone)]
 pub struct Pgflow {
     pool: PgPool,
+    /// The queue's key lookups; see [`Pgflow::from_pool`].
+    hot: PgPool,
     options: Arc<PgflowOptions>,
     coalescer: Arc<OnceLock<coalesce::Coalescer>>,
+    floors: Arc<floor::Advances>,
 }
 
 impl Pgflow {
@@ -192,18 +205,44 @@ impl Pgflow {
         Ok(Self::from_pool(pool, options))
     }
 
-    /// Wraps an existing pool.
+    /// Wraps an existing pool. The queue's own key lookups (claim, ack,
+    /// nack, lease extension, release) get a second pool to the same
+    /// database whose sessions never plan a sequential scan: they keep one
+    /// generic plan per statement, and a plan made while the queue table
+    /// was small would read the whole table once it is deep (15 ms per ack
+    /// at 90,000 waiting, in whichever sessions planned early). The general
+    /// pool, for sends and callers' own statements, keeps the server's
+    /// planner settings.
     pub fn from_pool(pool: PgPool, options: PgflowOptions) -> Self {
+        let hot_connect = pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("enable_seqscan", "off"), ("jit", "off")]);
+        let hot = PgPoolOptions::new()
+            .max_connections(queue_connections(options.max_connections))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(hot_connect);
         Self {
             pool,
+            hot,
             options: Arc::new(options),
             coalescer: Arc::new(OnceLock::new()),
+            floors: Arc::default(),
         }
     }
 
     /// The connection pool (for a caller's own transactions).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool of the queue's own key lookups (claims, acks, nacks, lease
+    /// extensions and releases), whose sessions never plan a sequential
+    /// scan; see [`Pgflow::from_pool`]. For diagnostics and tests: a
+    /// caller's own statements belong on [`Pgflow::pool`].
+    pub fn queue_pool(&self) -> &PgPool {
+        &self.hot
     }
 
     /// The options in use.
@@ -247,10 +286,20 @@ impl Pgflow {
         }
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.hot.close().await;
     }
+}
+
+/// Connections of the queue pool for a handle of `max_connections`: a
+/// quarter, 2 to 16. Its statements are short (a claim or an ack holds a
+/// connection for a fraction of a millisecond), so a few serve all the
+/// consumers of a process, and the handle opens at most a quarter more
+/// connections than it was given.
+fn queue_connections(max_connections: u32) -> u32 {
+    (max_connections / 4).clamp(2, 16)
 }
 
 /// Removes the password from a connection URL for logs and errors.
@@ -277,6 +326,14 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact_url;
+
+    #[test]
+    fn the_queue_pool_is_a_quarter_of_the_handle_within_bounds() {
+        use super::queue_connections;
+        assert_eq!(queue_connections(1), 2);
+        assert_eq!(queue_connections(20), 5);
+        assert_eq!(queue_connections(400), 16);
+    }
 
     #[test]
     fn redacts_password() {

@@ -10,15 +10,34 @@
 //! * `pgflow.queues`: one row per queue with its delivery kind, retry
 //!   policy, default lease and archive retention.
 //! * `pgflow.messages`: the hot table, holding only live messages. One btree
-//!   `(queue_name, target, priority DESC, seq)` serves every claim. A claim
-//!   only updates columns no index covers (`visible_at`, `lease`,
-//!   `attempts`), so with `fillfactor = 70` claims are HOT updates and do not
-//!   bloat the index.
+//!   `(queue_name, target, ord)` serves every claim, where `ord` packs
+//!   "priority descending, then seq" into one number. A claim only updates
+//!   columns no index covers (`visible_at`, `lease`, `attempts`), so with
+//!   `fillfactor = 70` claims are HOT updates and do not bloat the index.
+//! * `pgflow.heads`: per queue and target, the claim floor: an `ord` below
+//!   which no message lies. Claims scan from it instead of walking the dead
+//!   index entries acked messages leave at the head until VACUUM; inserts
+//!   lower it (a trigger), claimers raise it now and then
+//!   ([`Pgflow::advance_floor`]). A send inside a REPEATABLE READ or
+//!   SERIALIZABLE transaction may fail with a serialization error when the
+//!   floor moved meanwhile (retry the transaction, as that isolation level
+//!   asks anyway).
 //! * `pgflow.archive`: acked messages kept for audit, pruned by age (BRIN index).
 //! * `pgflow.dlq`: dead letters with error, attempts and history.
 //!
 //! The views `public.pgflow_messages`, `public.pgflow_dlq` and
 //! `public.pgflow_queues` serve the operator SQL of the seeds verbatim.
+//!
+//! ## Sessions
+//!
+//! A [`Pgflow`] handle keeps two pools on one database. The queue's own key
+//! lookups (claim, ack, nack, lease extension, release) run on sessions
+//! that plan each statement once (generic plans), never plan a sequential
+//! scan and never JIT-compile: a plan made while the queue table was small
+//! would otherwise read the whole table once it is deep. Sends and the
+//! caller's own statements ([`Pgflow::pool`]) use the server's settings; an
+//! ack inside a caller's transaction goes through the SQL function
+//! `pgflow.ack`, planned the same safe way.
 //!
 //! ## Guarantees
 //!

@@ -112,8 +112,8 @@ impl Environment {
                     if private { " (private cluster started by the bench)" } else { "" }
                 ),
                 format!(
-                    "command: cargo run --release -p pgflow-core --features bench --bin pgflow-bench -- --suite {} --messages {} --batch {} --producers {} --consumers {} --single-messages {} --single-producers {} --depth {} --depth-sample {} --runtime-messages {} --runtime-workers {}",
-                    format!("{:?}", args.suite).to_lowercase(), args.messages, args.batch, args.producers, args.consumers, args.single_messages, args.single_producers, args.depth, args.depth_sample, args.runtime_messages, args.runtime_workers
+                    "command: cargo run --release -p pgflow-core --features bench --bin pgflow-bench -- --suite {} --messages {} --batch {} --producers {} --consumers {} --single-messages {} --single-producers {} --depth {} --depth-sample {} --runtime-messages {} --runtime-workers {} --runtime-fetchers {}",
+                    format!("{:?}", args.suite).to_lowercase(), args.messages, args.batch, args.producers, args.consumers, args.single_messages, args.single_producers, args.depth, args.depth_sample, args.runtime_messages, args.runtime_workers, args.runtime_fetchers
                 ),
                 "payload: a seed proposal_for_consensus message (~230 bytes JSON)".into(),
             ],

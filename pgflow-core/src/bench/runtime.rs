@@ -74,7 +74,7 @@ pub fn cpu_ms() -> Option<u64> {
 
 /// The child side of the end-to-end run: consume `n` messages with a no-op
 /// handler, then print `done secs=… peak_rss_kb=…` and return.
-pub async fn child_consume(pg: &Pgflow, n: u64, workers: usize) -> Result<()> {
+pub async fn child_consume(pg: &Pgflow, n: u64, workers: usize, fetchers: usize) -> Result<()> {
     let q = queue("bench_runtime")?;
     let stop = CancellationToken::new();
     let done = Arc::new(AtomicU64::new(0));
@@ -82,7 +82,10 @@ pub async fn child_consume(pg: &Pgflow, n: u64, workers: usize) -> Result<()> {
     let (d, f, s) = (done.clone(), first.clone(), stop.clone());
     let mut rt = Runtime::new(pg.clone());
     rt.consumer(
-        ConsumerConfig::new(q).workers(workers).batch_size(workers),
+        ConsumerConfig::new(q)
+            .workers(workers)
+            .batch_size(workers)
+            .fetchers(fetchers),
         handler_fn(move |_m| {
             let (d, f, s) = (d.clone(), f.clone(), s.clone());
             async move {
@@ -121,6 +124,7 @@ async fn end_to_end(pg: &Pgflow, url: &str, args: &BenchArgs) -> Result<(Row, u6
         .args(["--database-url", url])
         .args(["--child-consume", &n.to_string()])
         .args(["--runtime-workers", &args.runtime_workers.to_string()])
+        .args(["--runtime-fetchers", &args.runtime_fetchers.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -89,14 +89,16 @@ impl Pgflow {
         let vt_ms = opts
             .visibility_timeout
             .map(|d| d.as_millis().clamp(1, i32::MAX as u128) as i64);
+        let target = opts.target.as_deref().unwrap_or("");
+        self.advance_floor_if_due(queue, target).await?;
         let lease = Uuid::new_v4();
         let rows: Vec<Delivery> = sqlx::query_as(CLAIM_SQL)
             .bind(queue.as_str())
-            .bind(opts.target.as_deref().unwrap_or(""))
+            .bind(target)
             .bind(max)
             .bind(lease)
             .bind(vt_ms)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.hot)
             .await?;
         self.after_claim(queue, rows).await
     }
@@ -124,16 +126,18 @@ impl Pgflow {
         let vt_ms = opts
             .visibility_timeout
             .map(|d| d.as_millis().clamp(1, i32::MAX as u128) as i64);
+        let target = opts.target.as_deref().unwrap_or("");
+        self.advance_floor_if_due(queue, target).await?;
         let (ids, leases) = split(acks);
         let rows = sqlx::query(ACK_CLAIM_SQL)
             .bind(queue.as_str())
-            .bind(opts.target.as_deref().unwrap_or(""))
+            .bind(target)
             .bind(max)
             .bind(Uuid::new_v4())
             .bind(vt_ms)
             .bind(&ids)
             .bind(&leases)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.hot)
             .await?;
         let mut acked: Vec<Uuid> = Vec::new();
         let mut claimed = Vec::with_capacity(rows.len());

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use sqlx::PgPool;
 
-use super::send::insert_messages;
+use super::send::{insert_messages, Insert};
 use crate::error::{Error, Result};
 use crate::message::OutgoingMessage;
 use crate::queue_name::QueueName;
@@ -88,9 +88,16 @@ async fn insert(
     notify: bool,
 ) -> Result<()> {
     let mut conn = pool.acquire().await.map_err(Error::from)?;
-    insert_messages(&mut conn, queue, msgs, notify, max_payload)
-        .await
-        .map(|_| ())
+    insert_messages(
+        &mut conn,
+        queue,
+        msgs,
+        notify,
+        max_payload,
+        Insert::Optimistic,
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn flush(pool: &PgPool, max_payload: usize, batch: Vec<SendRequest>) {

@@ -12,14 +12,18 @@ use crate::message::OutgoingMessage;
 use crate::queue_name::QueueName;
 
 /// The shared body of the send statements: one multi-row INSERT from
-/// parallel arrays. `ON CONFLICT DO NOTHING` makes re-sending a message id
-/// (a spool replay) idempotent while it is live. On a broadcast queue a
-/// message without a target becomes one copy per live subscriber, addressed
-/// to it, with an id derived from the message id and the subscriber (so a
-/// replay stays idempotent there too).
+/// parallel arrays, ending in `$conflict`. With `ON CONFLICT DO NOTHING`,
+/// re-sending a message id (a spool replay) is idempotent while it is live;
+/// that clause makes every row a speculative insertion (a fifth more work
+/// per row), so a send on a connection of its own first goes without it
+/// and only a key collision sends the batch again with it. On a broadcast
+/// queue a message without a target becomes one copy per live subscriber,
+/// addressed to it, with an id derived from the message id and the
+/// subscriber (so a replay stays idempotent there too).
 macro_rules! insert_cte {
-    () => {
-        r#"
+    ($conflict:literal) => {
+        concat!(
+            r#"
 WITH q AS (
     SELECT queue_name, delivery = 'broadcast' AS fan_out, subscriber_ttl_ms
       FROM pgflow.queues WHERE queue_name = $1
@@ -46,25 +50,45 @@ WITH q AS (
            CASE WHEN r.delay_ms > 0 THEN now() + r.delay_ms * interval '1 millisecond' ELSE now() END
       FROM r, q
      ORDER BY r.ord, r.row_target
-    ON CONFLICT (id) DO NOTHING
+    "#,
+            $conflict,
+            r#"
     RETURNING 1
 )
 "#
+        )
     };
 }
 
-/// Sends without a NOTIFY.
-const INSERT_SQL: &str = concat!(
-    insert_cte!(),
-    "SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted"
-);
-
-/// The same, followed by one NOTIFY for the whole batch (delivered at commit).
-const INSERT_NOTIFY_SQL: &str = concat!(
-    insert_cte!(),
-    "SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted,
+/// The statement's last part: counts, without or with one NOTIFY for the
+/// whole batch (delivered at commit).
+macro_rules! insert_result {
+    (plain) => {
+        "SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted"
+    };
+    (notify) => {
+        "SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted,
        pg_notify($11, $1)::text AS notified"
-);
+    };
+}
+
+/// `[plain, notify]`, each `[without, with]` `ON CONFLICT DO NOTHING`.
+const INSERT_SQL: [[&str; 2]; 2] = [
+    [
+        concat!(insert_cte!(""), insert_result!(plain)),
+        concat!(
+            insert_cte!("ON CONFLICT (id) DO NOTHING"),
+            insert_result!(plain)
+        ),
+    ],
+    [
+        concat!(insert_cte!(""), insert_result!(notify)),
+        concat!(
+            insert_cte!("ON CONFLICT (id) DO NOTHING"),
+            insert_result!(notify)
+        ),
+    ],
+];
 
 impl Pgflow {
     /// Sends one message; returns its id. Concurrent calls on this handle
@@ -141,6 +165,7 @@ impl Pgflow {
             msgs,
             notify,
             self.options.max_payload_bytes,
+            Insert::Optimistic,
         )
         .await
     }
@@ -155,8 +180,28 @@ impl Pgflow {
         msgs: &[OutgoingMessage],
         notify: bool,
     ) -> Result<Vec<Uuid>> {
-        insert_messages(conn, queue, msgs, notify, self.options.max_payload_bytes).await
+        insert_messages(
+            conn,
+            queue,
+            msgs,
+            notify,
+            self.options.max_payload_bytes,
+            Insert::Idempotent,
+        )
+        .await
     }
+}
+
+/// How a send treats a message id that is already queued (a re-send): it
+/// is skipped either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// Insert without `ON CONFLICT`; on a key collision send the batch again
+    /// with it. Only on a connection of the send's own (autocommit): the
+    /// failed statement must not abort a caller's transaction.
+    Optimistic,
+    /// `ON CONFLICT DO NOTHING` from the start (inside a caller's transaction).
+    Idempotent,
 }
 
 /// One multi-row INSERT of `msgs` into `queue` on `conn`.
@@ -166,6 +211,7 @@ pub(crate) async fn insert_messages(
     msgs: &[OutgoingMessage],
     notify: bool,
     max_payload_bytes: usize,
+    mode: Insert,
 ) -> Result<Vec<Uuid>> {
     {
         if msgs.is_empty() {
@@ -193,12 +239,10 @@ pub(crate) async fn insert_messages(
             payloads.push(m.payload.clone());
             delays.push(m.delay.as_secs_f64() * 1000.0);
         }
-        let sql = if notify {
-            INSERT_NOTIFY_SQL
-        } else {
-            INSERT_SQL
-        };
-        let mut q = sqlx::query_as::<_, (i64, i64)>(sql)
+        let run = |idempotent: bool| {
+            let mut q = sqlx::query_as::<_, (i64, i64)>(
+                INSERT_SQL[usize::from(notify)][usize::from(idempotent)],
+            )
             .bind(queue.as_str())
             .bind(&ids)
             .bind(&targets)
@@ -209,10 +253,20 @@ pub(crate) async fn insert_messages(
             .bind(&sources)
             .bind(&payloads)
             .bind(&delays);
-        if notify {
-            q = q.bind(NOTIFY_CHANNEL);
-        }
-        let (queue_exists, inserted) = q.fetch_one(&mut *conn).await?;
+            if notify {
+                q = q.bind(NOTIFY_CHANNEL);
+            }
+            q
+        };
+        let (queue_exists, inserted) = match mode {
+            Insert::Idempotent => run(true).fetch_one(&mut *conn).await?,
+            Insert::Optimistic => match run(false).fetch_one(&mut *conn).await {
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                    run(true).fetch_one(&mut *conn).await?
+                }
+                r => r?,
+            },
+        };
         if queue_exists == 0 {
             return Err(Error::UnknownQueue(queue.to_string()));
         }

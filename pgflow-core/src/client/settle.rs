@@ -17,6 +17,11 @@ pub const MAX_ERROR_LEN: usize = 8 * 1024;
 
 const ACK_SQL: &str = concat!("WITH ", ack_ctes!("$1", "$2"), "\nSELECT id FROM d");
 
+/// The same ack inside a caller's transaction, whose connection comes from
+/// the general pool: through `pgflow.ack` (migration 13), whose plan never
+/// scans the table whatever the session's settings.
+const ACK_IN_TX_SQL: &str = "SELECT * FROM pgflow.ack($1, $2)";
+
 const NACK_SQL: &str = r#"
 WITH r AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[]) AS r(id, lease, error, fatal)
@@ -140,13 +145,15 @@ pub(super) fn lost(receipts: &[Receipt], done: &[Uuid]) -> Vec<Uuid> {
         .collect()
 }
 
-/// The ack statement on `executor` (the pool, or the caller's transaction).
+/// The ack statement `sql` on `executor` (the queue pool, or the caller's
+/// transaction).
 async fn ack_on<'e>(
     executor: impl sqlx::PgExecutor<'e>,
+    sql: &'static str,
     receipts: &[Receipt],
 ) -> Result<AckReport> {
     let (ids, leases) = split(receipts);
-    let acked: Vec<Uuid> = sqlx::query_scalar(ACK_SQL)
+    let acked: Vec<Uuid> = sqlx::query_scalar(sql)
         .bind(&ids)
         .bind(&leases)
         .fetch_all(executor)
@@ -183,7 +190,7 @@ impl Pgflow {
         if receipts.is_empty() {
             return Ok(AckReport::default());
         }
-        ack_on(&self.pool, receipts).await
+        ack_on(&self.hot, ACK_SQL, receipts).await
     }
 
     /// Acks inside the caller's transaction (transactional handlers): the ack
@@ -204,7 +211,7 @@ impl Pgflow {
         conn: &mut sqlx::PgConnection,
         receipts: &[Receipt],
     ) -> Result<AckReport> {
-        ack_on(&mut *conn, receipts).await
+        ack_on(&mut *conn, ACK_IN_TX_SQL, receipts).await
     }
 
     /// Reports one failed attempt: retried after an exponential backoff
@@ -239,7 +246,7 @@ impl Pgflow {
             .bind(&leases)
             .bind(&errors)
             .bind(&fatal)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.hot)
             .await?;
         Ok(rows
             .into_iter()
@@ -273,7 +280,7 @@ impl Pgflow {
             .bind(&ids)
             .bind(&leases)
             .bind(ms)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.hot)
             .await?)
     }
 
@@ -287,7 +294,7 @@ impl Pgflow {
         Ok(sqlx::query_scalar(RELEASE_SQL)
             .bind(&ids)
             .bind(&leases)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.hot)
             .await?)
     }
 }

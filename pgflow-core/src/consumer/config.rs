@@ -55,6 +55,12 @@ pub struct ConsumerConfig {
     /// (their database writes roll back with the batch). Default 1 (every
     /// message in its own transaction).
     pub tx_batch: usize,
+    /// Claims in flight at once (fetch loops sharing the worker slots).
+    /// While one claim's statement runs, another can feed the workers that
+    /// are already free, so a busy consumer is not bound by one round trip
+    /// per batch. 0 (the default) picks one per 16 worker slots, from 1 to
+    /// 4; sequential consumers always use one.
+    pub fetchers: usize,
 }
 
 impl ConsumerConfig {
@@ -73,6 +79,7 @@ impl ConsumerConfig {
             shutdown_timeout: Duration::from_secs(10),
             retry: None,
             tx_batch: 1,
+            fetchers: 0,
         }
     }
 
@@ -145,6 +152,24 @@ impl ConsumerConfig {
         }
     }
 
+    /// Fetch loops actually run (see [`ConsumerConfig::fetchers`]).
+    pub fn fetch_loops(&self) -> usize {
+        let slots = self.slots();
+        if slots <= 1 {
+            1
+        } else if self.fetchers > 0 {
+            self.fetchers.min(slots)
+        } else {
+            (slots / 16).clamp(1, 4)
+        }
+    }
+
+    /// Sets [`ConsumerConfig::fetchers`].
+    pub fn fetchers(mut self, n: usize) -> Self {
+        self.fetchers = n;
+        self
+    }
+
     /// The lease taken per claim.
     pub fn lease(&self) -> Duration {
         self.timeout + self.lease_margin
@@ -194,5 +219,16 @@ mod tests {
         assert_eq!(c.tx_batch, 1);
         assert!(c.clone().tx_batch(0).validate().is_err());
         assert!(c.batch_size(0).validate().is_err());
+    }
+
+    #[test]
+    fn one_fetch_loop_per_sixteen_slots_and_one_when_sequential() {
+        let c = ConsumerConfig::new(QueueName::new("q").unwrap());
+        assert_eq!(c.fetch_loops(), 1);
+        assert_eq!(c.clone().workers(32).fetch_loops(), 2);
+        assert_eq!(c.clone().workers(1000).fetch_loops(), 4);
+        assert_eq!(c.clone().workers(32).parallel(false).fetch_loops(), 1);
+        assert_eq!(c.clone().workers(32).fetchers(3).fetch_loops(), 3);
+        assert_eq!(c.workers(2).fetchers(8).fetch_loops(), 2);
     }
 }

@@ -102,20 +102,33 @@ impl Consumer {
             in_flight: in_flight.clone(),
         };
         let slots = Arc::new(Semaphore::new(cfg.slots()));
-        let mut tasks = JoinSet::new();
-        let result = self
-            .fetch_loop(&opts, &ctx, &slots, &mut tasks, &shutdown)
-            .await;
+        // Claims in flight at once: while one claim's statement runs, the
+        // workers it is not waiting for can be fed by the other.
+        let fetchers = cfg.fetch_loops();
+        let mut task_sets: Vec<JoinSet<()>> = (0..fetchers).map(|_| JoinSet::new()).collect();
+        let result = futures_util::future::join_all(
+            task_sets
+                .iter_mut()
+                .map(|tasks| self.fetch_loop(&opts, &ctx, &slots, tasks, &shutdown)),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()
+        .map(|_| ());
 
         // Drain: let running handlers finish within the timeout.
         let drained = tokio::time::timeout(cfg.shutdown_timeout, async {
-            while tasks.join_next().await.is_some() {}
+            for tasks in &mut task_sets {
+                while tasks.join_next().await.is_some() {}
+            }
         })
         .await
         .is_ok();
         if !drained {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
+            for tasks in &mut task_sets {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
             let left: Vec<_> = in_flight
                 .lock()
                 .map(|m| m.values().copied().collect())

@@ -9,6 +9,7 @@ mod dashboard;
 mod delivery_kinds;
 mod durability;
 mod fencing;
+mod floor;
 mod monitoring;
 mod ops;
 mod outage;
