@@ -159,7 +159,7 @@ impl Default for PgflowOptions {
 pub struct Pgflow {
     pool: PgPool,
     /// The queue's key lookups; see [`Pgflow::from_pool`].
-    hot: PgPool,
+    queue_pool: PgPool,
     options: Arc<PgflowOptions>,
     coalescer: Arc<OnceLock<coalesce::Coalescer>>,
     floors: Arc<floor::Advances>,
@@ -214,18 +214,18 @@ impl Pgflow {
     /// pool, for sends and callers' own statements, keeps the server's
     /// planner settings.
     pub fn from_pool(pool: PgPool, options: PgflowOptions) -> Self {
-        let hot_connect = pool
+        let queue_connect = pool
             .connect_options()
             .as_ref()
             .clone()
             .options([("enable_seqscan", "off"), ("jit", "off")]);
-        let hot = PgPoolOptions::new()
+        let queue_pool = PgPoolOptions::new()
             .max_connections(queue_connections(options.max_connections))
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(hot_connect);
+            .connect_lazy_with(queue_connect);
         Self {
             pool,
-            hot,
+            queue_pool,
             options: Arc::new(options),
             coalescer: Arc::new(OnceLock::new()),
             floors: Arc::default(),
@@ -242,7 +242,7 @@ impl Pgflow {
     /// scan; see [`Pgflow::from_pool`]. For diagnostics and tests: a
     /// caller's own statements belong on [`Pgflow::pool`].
     pub fn queue_pool(&self) -> &PgPool {
-        &self.hot
+        &self.queue_pool
     }
 
     /// The options in use.
@@ -289,7 +289,7 @@ impl Pgflow {
     /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
-        self.hot.close().await;
+        self.queue_pool.close().await;
     }
 }
 

@@ -98,7 +98,7 @@ impl Pgflow {
             .bind(max)
             .bind(lease)
             .bind(vt_ms)
-            .fetch_all(&self.hot)
+            .fetch_all(&self.queue_pool)
             .await?;
         self.after_claim(queue, rows).await
     }
@@ -137,7 +137,7 @@ impl Pgflow {
             .bind(vt_ms)
             .bind(&ids)
             .bind(&leases)
-            .fetch_all(&self.hot)
+            .fetch_all(&self.queue_pool)
             .await?;
         let mut acked: Vec<Uuid> = Vec::new();
         let mut claimed = Vec::with_capacity(rows.len());

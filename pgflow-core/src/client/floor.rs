@@ -57,7 +57,7 @@ impl Pgflow {
         Ok(sqlx::query_scalar("SELECT pgflow.advance_floor($1, $2)")
             .bind(queue.as_str())
             .bind(target)
-            .fetch_one(&self.hot)
+            .fetch_one(&self.queue_pool)
             .await?)
     }
 

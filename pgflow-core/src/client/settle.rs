@@ -190,7 +190,7 @@ impl Pgflow {
         if receipts.is_empty() {
             return Ok(AckReport::default());
         }
-        ack_on(&self.hot, ACK_SQL, receipts).await
+        ack_on(&self.queue_pool, ACK_SQL, receipts).await
     }
 
     /// Acks inside the caller's transaction (transactional handlers): the ack
@@ -246,7 +246,7 @@ impl Pgflow {
             .bind(&leases)
             .bind(&errors)
             .bind(&fatal)
-            .fetch_all(&self.hot)
+            .fetch_all(&self.queue_pool)
             .await?;
         Ok(rows
             .into_iter()
@@ -280,7 +280,7 @@ impl Pgflow {
             .bind(&ids)
             .bind(&leases)
             .bind(ms)
-            .fetch_all(&self.hot)
+            .fetch_all(&self.queue_pool)
             .await?)
     }
 
@@ -294,7 +294,7 @@ impl Pgflow {
         Ok(sqlx::query_scalar(RELEASE_SQL)
             .bind(&ids)
             .bind(&leases)
-            .fetch_all(&self.hot)
+            .fetch_all(&self.queue_pool)
             .await?)
     }
 }
