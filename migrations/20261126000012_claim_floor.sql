@@ -26,7 +26,9 @@
 -- VACUUM stays the backstop that removes the dead entries themselves.
 
 -- ord = (32767 - priority) * 2^47 + seq: ascending ord is "highest priority
--- first, FIFO within a priority". seq stays below 2^47.
+-- first, FIFO within a priority". seq stays below 2^47. Adding the stored
+-- column rewrites pgflow.messages under an exclusive lock: on an existing
+-- installation, upgrade while the queues are short.
 ALTER TABLE pgflow.messages ALTER COLUMN seq SET MAXVALUE 140737488355327;
 ALTER TABLE pgflow.messages
     ADD COLUMN ord bigint NOT NULL
