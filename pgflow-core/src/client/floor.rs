@@ -18,27 +18,32 @@ use crate::queue_name::QueueName;
 /// acked meanwhile.
 pub const ADVANCE_EVERY: Duration = Duration::from_millis(100);
 
-/// When this handle last advanced each (queue, target).
+/// When this handle last advanced each queue (outer key) and target.
 #[derive(Debug, Default)]
 pub(super) struct Advances {
-    last: Mutex<HashMap<(String, String), Instant>>,
+    last: Mutex<HashMap<String, HashMap<String, Instant>>>,
 }
 
 impl Advances {
     /// Whether (queue, target) is due an advance; if so, marks it done now.
+    /// Called on every claim: a known pair is looked up without allocating.
     fn due(&self, queue: &str, target: &str) -> bool {
         let Ok(mut last) = self.last.lock() else {
             return true;
         };
         let now = Instant::now();
-        match last.get_mut(&(queue.to_owned(), target.to_owned())) {
+        let targets = match last.get_mut(queue) {
+            Some(t) => t,
+            None => last.entry(queue.to_owned()).or_default(),
+        };
+        match targets.get_mut(target) {
             Some(t) if now.duration_since(*t) < ADVANCE_EVERY => false,
             Some(t) => {
                 *t = now;
                 true
             }
             None => {
-                last.insert((queue.to_owned(), target.to_owned()), now);
+                targets.insert(target.to_owned(), now);
                 true
             }
         }

@@ -103,14 +103,22 @@ impl Consumer {
         };
         let slots = Arc::new(Semaphore::new(cfg.slots()));
         // Claims in flight at once: while one claim's statement runs, the
-        // workers it is not waiting for can be fed by the other.
+        // workers it is not waiting for can be fed by the other. A loop that
+        // fails stops the others (they give back the acks they hold), so
+        // the supervisor restarts the consumer as with a single loop.
         let fetchers = cfg.fetch_loops();
         let mut task_sets: Vec<JoinSet<()>> = (0..fetchers).map(|_| JoinSet::new()).collect();
-        let result = futures_util::future::join_all(
-            task_sets
-                .iter_mut()
-                .map(|tasks| self.fetch_loop(&opts, &ctx, &slots, tasks, &shutdown)),
-        )
+        let stop = shutdown.child_token();
+        let (this, opts_ref, ctx_ref, slots_ref, stop_ref) = (&self, &opts, &ctx, &slots, &stop);
+        let result = futures_util::future::join_all(task_sets.iter_mut().map(|tasks| async move {
+            let r = this
+                .fetch_loop(opts_ref, ctx_ref, slots_ref, tasks, stop_ref)
+                .await;
+            if r.is_err() {
+                stop_ref.cancel();
+            }
+            r
+        }))
         .await
         .into_iter()
         .collect::<Result<Vec<()>>>()
