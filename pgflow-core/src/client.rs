@@ -58,10 +58,11 @@ mod sql {
     /// order, locked, skipping locked ones): `$1` queue, `$2` target, `$3` limit.
     /// The scan starts at the queue's floor (`pgflow.heads`, migration 12):
     /// no row lies below it, so the dead index entries acked messages left
-    /// at the head are not walked again.
+    /// at the head are not walked again. `q` is materialized: read once,
+    /// not looked up again for every claimed row.
     macro_rules! claim_ctes {
         () => {
-            "q AS (
+            "q AS MATERIALIZED (
     SELECT queue_name, max_retries, visibility_timeout_ms FROM pgflow.queues WHERE queue_name = $1
 ), c AS (
     SELECT m.ctid

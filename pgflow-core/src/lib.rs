@@ -12,8 +12,9 @@
 //! * `pgflow.messages`: the hot table, holding only live messages. One btree
 //!   `(queue_name, target, ord)` serves every claim, where `ord` packs
 //!   "priority descending, then seq" into one number. A claim only updates
-//!   columns no index covers (`visible_at`, `lease`, `attempts`), so with
-//!   `fillfactor = 70` claims are HOT updates and do not bloat the index.
+//!   columns no index covers (`visible_at`, `lease`, `attempts`), and with
+//!   `fillfactor = 40` the new versions of every row of a page fit on that
+//!   page: claims are HOT updates and add no index entries (migration 14).
 //! * `pgflow.heads`: per queue and target, the claim floor: an `ord` below
 //!   which no message lies. Claims scan from it instead of walking the dead
 //!   index entries acked messages leave at the head until VACUUM; inserts

@@ -143,6 +143,15 @@ impl OutgoingMessage {
 
     /// Checks the envelope fields and returns the serialized payload size.
     pub(crate) fn validate(&self, max_payload_bytes: usize) -> Result<usize> {
+        Ok(self.encode_payload(max_payload_bytes)?.get().len())
+    }
+
+    /// Checks the envelope fields and returns the payload serialized once,
+    /// as it is sent (its size checked against `max_payload_bytes`).
+    pub(crate) fn encode_payload(
+        &self,
+        max_payload_bytes: usize,
+    ) -> Result<Box<serde_json::value::RawValue>> {
         if self.msg_type.is_empty() || self.msg_type.len() > MAX_TYPE_LEN {
             return Err(Error::InvalidMessage(format!(
                 "type must be 1-{MAX_TYPE_LEN} characters, got {} characters",
@@ -161,14 +170,15 @@ impl OutgoingMessage {
         if self.delay > Duration::from_secs(365 * 24 * 3600) {
             return Err(Error::InvalidMessage("delay longer than a year".into()));
         }
-        let size = serde_json::to_vec(&self.payload)?.len();
+        let encoded = serde_json::value::to_raw_value(&self.payload)?;
+        let size = encoded.get().len();
         if size > max_payload_bytes {
             return Err(Error::PayloadTooLarge {
                 size,
                 limit: max_payload_bytes,
             });
         }
-        Ok(size)
+        Ok(encoded)
     }
 }
 

@@ -6,7 +6,8 @@ use std::future::Future;
 use chrono::Utc;
 use sqlx::Executor;
 
-use crate::client::Pgflow;
+use crate::client::{ClaimOptions, Pgflow};
+use crate::delivery::Receipt;
 use crate::error::{Error, Result};
 use crate::message::OutgoingMessage;
 use crate::queue_config::QueueConfig;
@@ -36,8 +37,26 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn send_batch(&self, n: usize) -> impl Future<Output = Result<()>> + Send;
     /// Sends one message.
     fn send_one(&self) -> impl Future<Output = Result<()>> + Send;
-    /// Claims up to `n` and acks them; returns each message's age at claim (µs).
-    fn claim_ack(&self, n: usize) -> impl Future<Output = Result<Vec<u64>>> + Send;
+    /// What a consumer claimed and has not acked yet, carried to its next
+    /// [`Backend::consume`] call.
+    type Pending: Default + Send + 'static;
+    /// Acks what `pending` holds and claims up to `n` more, acking them in
+    /// this call or (for a backend that can ack and claim in one statement)
+    /// leaving them in `pending` for the next one. `n = 0` only acks.
+    fn consume(
+        &self,
+        pending: &mut Self::Pending,
+        n: usize,
+    ) -> impl Future<Output = Result<Consumed>> + Send;
+}
+
+/// What one [`Backend::consume`] call did.
+#[derive(Debug, Default)]
+pub struct Consumed {
+    /// Messages acked by this call.
+    pub acked: usize,
+    /// Each message claimed by this call: its age at the claim (µs).
+    pub claimed_ages: Vec<u64>,
 }
 
 /// pgflow, acking into the archive or deleting.
@@ -116,18 +135,23 @@ impl Backend for PgflowBackend {
         Ok(())
     }
 
-    async fn claim_ack(&self, n: usize) -> Result<Vec<u64>> {
-        let got = self.pg.claim(&self.queue, n).await?;
-        if got.is_empty() {
-            return Ok(Vec::new());
+    /// The receipts of the last claim: a busy consumer acks them together
+    /// with its next claim, in one statement (as the consumer runtime does).
+    type Pending = Vec<Receipt>;
+
+    async fn consume(&self, pending: &mut Vec<Receipt>, n: usize) -> Result<Consumed> {
+        let (report, got) = self
+            .pg
+            .ack_and_claim(&self.queue, pending, n, &ClaimOptions::default())
+            .await?;
+        if let Some(id) = report.lost.first() {
+            return Err(Error::LeaseLost { id: *id });
         }
-        let ages: Vec<u64> = got.iter().map(|d| age_us(d.created_at)).collect();
-        let receipts: Vec<_> = got.iter().map(|d| d.receipt()).collect();
-        let report = self.pg.ack_batch(&receipts).await?;
-        if !report.lost.is_empty() {
-            return Err(Error::LeaseLost { id: report.lost[0] });
-        }
-        Ok(ages)
+        *pending = got.iter().map(|d| d.receipt()).collect();
+        Ok(Consumed {
+            acked: report.acked.len(),
+            claimed_ages: got.iter().map(|d| age_us(d.created_at)).collect(),
+        })
     }
 }
 
@@ -185,7 +209,13 @@ impl Backend for PgmqBackend {
         Ok(())
     }
 
-    async fn claim_ack(&self, n: usize) -> Result<Vec<u64>> {
+    /// Claims are acked in the same call.
+    type Pending = ();
+
+    async fn consume(&self, _pending: &mut (), n: usize) -> Result<Consumed> {
+        if n == 0 {
+            return Ok(Consumed::default());
+        }
         let got = self
             .q
             .read_batch::<serde_json::Value>("bench", Some(30), n as i32)
@@ -193,7 +223,7 @@ impl Backend for PgmqBackend {
             .map_err(pgmq_err)?
             .unwrap_or_default();
         if got.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Consumed::default());
         }
         let ages: Vec<u64> = got.iter().map(|m| age_us(m.enqueued_at)).collect();
         let ids: Vec<i64> = got.iter().map(|m| m.msg_id).collect();
@@ -205,6 +235,9 @@ impl Backend for PgmqBackend {
         } else {
             self.q.delete_batch("bench", &ids).await.map_err(pgmq_err)?;
         }
-        Ok(ages)
+        Ok(Consumed {
+            acked: ages.len(),
+            claimed_ages: ages,
+        })
     }
 }

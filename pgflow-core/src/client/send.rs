@@ -225,10 +225,10 @@ pub(crate) async fn insert_messages(
         let mut versions = Vec::with_capacity(n);
         let mut traces = Vec::with_capacity(n);
         let mut sources = Vec::with_capacity(n);
-        let mut payloads = Vec::with_capacity(n);
         let mut delays = Vec::with_capacity(n);
+        let mut encoded = Vec::with_capacity(n);
         for m in msgs {
-            m.validate(max_payload_bytes)?;
+            encoded.push(m.encode_payload(max_payload_bytes)?);
             ids.push(m.id);
             targets.push(m.target.clone().unwrap_or_default());
             priorities.push(m.priority);
@@ -236,9 +236,10 @@ pub(crate) async fn insert_messages(
             versions.push(m.schema_version);
             traces.push(m.trace_id);
             sources.push(m.source.clone());
-            payloads.push(m.payload.clone());
             delays.push(m.delay.as_secs_f64() * 1000.0);
         }
+        // Serialized once, by the check above; sent as they are.
+        let payloads: Vec<_> = encoded.iter().map(|p| sqlx::types::Json(&**p)).collect();
         let run = |idempotent: bool| {
             let mut q = sqlx::query_as::<_, (i64, i64)>(
                 INSERT_SQL[usize::from(notify)][usize::from(idempotent)],

@@ -10,6 +10,7 @@ mod delivery_kinds;
 mod durability;
 mod fencing;
 mod floor;
+mod hot;
 mod monitoring;
 mod ops;
 mod outage;
