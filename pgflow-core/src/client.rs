@@ -100,6 +100,7 @@ RETURNING m.id, m.seq, m.queue_name, m.target, m.priority, m.msg_type, m.schema_
 mod admin;
 mod claim;
 mod coalesce;
+mod deadlock;
 mod dlq;
 mod floor;
 mod send;

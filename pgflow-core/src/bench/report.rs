@@ -86,7 +86,7 @@ impl Environment {
             .fetch_one(pg.pool())
             .await?;
         let settings: Vec<(String, String)> = sqlx::query_as(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('fsync','synchronous_commit','shared_buffers','max_connections') ORDER BY name",
+            "SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum','fsync','synchronous_commit','shared_buffers','max_connections') ORDER BY name",
         )
         .fetch_all(pg.pool())
         .await?;

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use sqlx::{FromRow, Row};
 
+use super::deadlock::retry_on_deadlock;
 use super::settle::{lost, split, AckReport, Failure};
 use super::sql::{ack_ctes, claim_ctes, claim_update};
 use super::Pgflow;
@@ -92,14 +93,16 @@ impl Pgflow {
         let target = opts.target.as_deref().unwrap_or("");
         self.advance_floor_if_due(queue, target).await?;
         let lease = Uuid::new_v4();
-        let rows: Vec<Delivery> = sqlx::query_as(CLAIM_SQL)
-            .bind(queue.as_str())
-            .bind(target)
-            .bind(max)
-            .bind(lease)
-            .bind(vt_ms)
-            .fetch_all(&self.queue_pool)
-            .await?;
+        let rows: Vec<Delivery> = retry_on_deadlock("claim", || {
+            sqlx::query_as(CLAIM_SQL)
+                .bind(queue.as_str())
+                .bind(target)
+                .bind(max)
+                .bind(lease)
+                .bind(vt_ms)
+                .fetch_all(&self.queue_pool)
+        })
+        .await?;
         self.after_claim(queue, rows).await
     }
 
@@ -129,16 +132,19 @@ impl Pgflow {
         let target = opts.target.as_deref().unwrap_or("");
         self.advance_floor_if_due(queue, target).await?;
         let (ids, leases) = split(acks);
-        let rows = sqlx::query(ACK_CLAIM_SQL)
-            .bind(queue.as_str())
-            .bind(target)
-            .bind(max)
-            .bind(Uuid::new_v4())
-            .bind(vt_ms)
-            .bind(&ids)
-            .bind(&leases)
-            .fetch_all(&self.queue_pool)
-            .await?;
+        let lease = Uuid::new_v4();
+        let rows = retry_on_deadlock("ack_and_claim", || {
+            sqlx::query(ACK_CLAIM_SQL)
+                .bind(queue.as_str())
+                .bind(target)
+                .bind(max)
+                .bind(lease)
+                .bind(vt_ms)
+                .bind(&ids)
+                .bind(&leases)
+                .fetch_all(&self.queue_pool)
+        })
+        .await?;
         let mut acked: Vec<Uuid> = Vec::new();
         let mut claimed = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {

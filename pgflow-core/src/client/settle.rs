@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::deadlock::retry_on_deadlock;
 use super::sql::{ack_ctes, fenced};
 use super::Pgflow;
 use crate::delivery::Receipt;
@@ -190,7 +191,16 @@ impl Pgflow {
         if receipts.is_empty() {
             return Ok(AckReport::default());
         }
-        ack_on(&self.queue_pool, ACK_SQL, receipts).await
+        let (ids, leases) = split(receipts);
+        let acked: Vec<Uuid> = retry_on_deadlock("ack", || {
+            sqlx::query_scalar(ACK_SQL)
+                .bind(&ids)
+                .bind(&leases)
+                .fetch_all(&self.queue_pool)
+        })
+        .await?;
+        let lost = lost(receipts, &acked);
+        Ok(AckReport { acked, lost })
     }
 
     /// Acks inside the caller's transaction (transactional handlers): the ack
@@ -241,13 +251,15 @@ impl Pgflow {
             .map(|(_, f)| truncate_error(&f.error))
             .collect();
         let fatal: Vec<bool> = items.iter().map(|(_, f)| f.fatal).collect();
-        let rows: Vec<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(NACK_SQL)
-            .bind(&ids)
-            .bind(&leases)
-            .bind(&errors)
-            .bind(&fatal)
-            .fetch_all(&self.queue_pool)
-            .await?;
+        let rows: Vec<(Uuid, Option<DateTime<Utc>>)> = retry_on_deadlock("nack", || {
+            sqlx::query_as(NACK_SQL)
+                .bind(&ids)
+                .bind(&leases)
+                .bind(&errors)
+                .bind(&fatal)
+                .fetch_all(&self.queue_pool)
+        })
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(id, at)| {
@@ -276,12 +288,14 @@ impl Pgflow {
         }
         let (ids, leases) = split(receipts);
         let ms = by.as_millis().clamp(1, i32::MAX as u128) as i64;
-        Ok(sqlx::query_scalar(EXTEND_SQL)
-            .bind(&ids)
-            .bind(&leases)
-            .bind(ms)
-            .fetch_all(&self.queue_pool)
-            .await?)
+        Ok(retry_on_deadlock("extend", || {
+            sqlx::query_scalar(EXTEND_SQL)
+                .bind(&ids)
+                .bind(&leases)
+                .bind(ms)
+                .fetch_all(&self.queue_pool)
+        })
+        .await?)
     }
 
     /// Gives messages back to the queue at once without counting an attempt
@@ -291,10 +305,12 @@ impl Pgflow {
             return Ok(Vec::new());
         }
         let (ids, leases) = split(receipts);
-        Ok(sqlx::query_scalar(RELEASE_SQL)
-            .bind(&ids)
-            .bind(&leases)
-            .fetch_all(&self.queue_pool)
-            .await?)
+        Ok(retry_on_deadlock("release", || {
+            sqlx::query_scalar(RELEASE_SQL)
+                .bind(&ids)
+                .bind(&leases)
+                .fetch_all(&self.queue_pool)
+        })
+        .await?)
     }
 }

@@ -49,3 +49,59 @@ async fn concurrent_claimers_get_each_message_once() {
     let stats = t.pgflow.get_queue_stats(&q).await.unwrap();
     assert_eq!((stats.pending, stats.in_flight), (0, 0));
 }
+
+/// Consumers that ack each batch in the statement claiming the next one
+/// (`ack_and_claim`), racing while producers keep sending: every message is
+/// acked exactly once and no call fails. (Under this load PostgreSQL now
+/// and then aborts one statement as a deadlock victim, see
+/// `client/deadlock.rs`; `deadlock.rs` provokes that case on purpose.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumers_acking_with_their_next_claim_ack_each_message_once() {
+    let t = db().await;
+    let q = queue(&t.pgflow, "pipelined", 3).await;
+    const N: i64 = 20_000;
+    const BATCH: i64 = 20;
+    let mut producers = Vec::new();
+    for p in 0..2 {
+        let (pg, q) = (t.pgflow.clone(), q.clone());
+        producers.push(tokio::spawn(async move {
+            for chunk in (0..N / 2 / BATCH).map(|c| p * N / 2 + c * BATCH) {
+                let msgs: Vec<_> = (chunk..chunk + BATCH).map(msg).collect();
+                pg.send_batch(&q, &msgs).await.unwrap();
+            }
+        }));
+    }
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut consumers = Vec::new();
+    for _ in 0..12 {
+        let (pg, q, acked) = (t.pgflow.clone(), q.clone(), acked.clone());
+        consumers.push(tokio::spawn(async move {
+            let mut pending = Vec::new();
+            let mut idle = 0;
+            while idle < 200 {
+                let (report, got) = pg
+                    .ack_and_claim(&q, &pending, BATCH as usize, &Default::default())
+                    .await
+                    .expect("ack_and_claim");
+                assert!(report.lost.is_empty(), "a lease was lost");
+                acked.lock().unwrap().extend(report.acked);
+                idle = if got.is_empty() { idle + 1 } else { 0 };
+                if got.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                pending = got.iter().map(|d| d.receipt()).collect();
+            }
+            assert!(pending.is_empty());
+        }));
+    }
+    for p in producers {
+        p.await.unwrap();
+    }
+    for c in consumers {
+        c.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let unique: HashSet<_> = acked.iter().collect();
+    assert_eq!(unique.len(), acked.len(), "a message was acked twice");
+    assert_eq!(acked.len(), N as usize, "every message acked once");
+}

@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod consumer;
 mod dashboard;
+mod deadlock;
 mod delivery_kinds;
 mod durability;
 mod fencing;

@@ -428,7 +428,7 @@ async fn environment(
         }
         if let Ok(settings) = sqlx::query_as::<_, (String, String)>(
             "SELECT name, setting FROM pg_settings WHERE name IN
-               ('fsync', 'synchronous_commit', 'shared_buffers', 'max_connections', 'full_page_writes')
+               ('autovacuum', 'fsync', 'synchronous_commit', 'shared_buffers', 'max_connections', 'full_page_writes')
              ORDER BY name",
         )
         .fetch_all(pg.pool())

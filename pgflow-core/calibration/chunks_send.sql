@@ -1,0 +1,2 @@
+-- A producer of the chunk model: 100 messages, one row.
+INSERT INTO ch(n, payloads) SELECT 100, array_agg(('{"type":"proposal_for_consensus","proposal_id":"123e4567-e89b-12d3-a456-' || lpad(g::text,12,'0') || '","instance_id":"singularity_1","agent_type":"BugFixerAgent","code_change":{"file":"lib/foo.ex","change":"x"},"impact_score":8.0,"risk_score":1.0,"safety_profile":{"success_rate":0.95,"cost_factor":2.0}}')::jsonb) FROM generate_series(1,100) g;

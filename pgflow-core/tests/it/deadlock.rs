@@ -1,0 +1,92 @@
+//! A queue statement that PostgreSQL aborts as a deadlock victim is run
+//! again: the caller sees its result, not the error.
+
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::support::{db, msg, queue};
+
+/// Waits until a session runs `pattern` while waiting for a lock.
+async fn wait_for_lock_wait(conn: &mut PgConnection, pattern: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE wait_event_type = 'Lock' AND query LIKE $1",
+        )
+        .bind(pattern)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no session waits on a lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_ack_chosen_as_deadlock_victim_is_run_again() {
+    let t = db().await;
+    let q = queue(&t.pgflow, "deadlocked", 3).await;
+    t.pgflow.send_batch(&q, &[msg(1), msg(2)]).await.unwrap();
+    let got = t.pgflow.claim(&q, 2).await.unwrap();
+    assert_eq!(got.len(), 2);
+    // The ack deletes the rows in physical order: `second` is the one it
+    // reaches last.
+    let (first, second): (Uuid, Uuid) = sqlx::query_as(
+        "SELECT (array_agg(id ORDER BY ctid))[1], (array_agg(id ORDER BY ctid))[2]
+           FROM pgflow.messages",
+    )
+    .fetch_one(t.pgflow.pool())
+    .await
+    .unwrap();
+
+    // Another session holds `second`, and detects deadlocks only after the
+    // queue's session does (so the queue's statement is the victim).
+    let mut other = PgConnection::connect(&t.url).await.unwrap();
+    sqlx::query("SET deadlock_timeout = '30s'")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT 1 FROM pgflow.messages WHERE id = $1 FOR UPDATE")
+        .bind(second)
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    // The ack deletes `first`, then waits for `second`...
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt()).collect();
+    let pg = t.pgflow.clone();
+    let ack = tokio::spawn(async move { pg.ack_batch(&receipts).await });
+    let mut watcher = PgConnection::connect(&t.url).await.unwrap();
+    wait_for_lock_wait(&mut watcher, "%DELETE FROM pgflow.messages%").await;
+
+    // ...while the other session now waits for `first`: a cycle. After the
+    // queue session's deadlock_timeout PostgreSQL aborts the ack, which
+    // releases `first`; the other session gets it and commits, and the ack
+    // runs again and takes both rows.
+    sqlx::query("SELECT 1 FROM pgflow.messages WHERE id = $1 FOR UPDATE")
+        .bind(first)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+
+    let report = tokio::time::timeout(Duration::from_secs(30), ack)
+        .await
+        .expect("the ack finishes")
+        .unwrap()
+        .expect("the ack succeeds after the deadlock");
+    assert!(report.lost.is_empty(), "leases lost: {:?}", report.lost);
+    assert_eq!(report.acked.len(), 2);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pgflow.messages")
+        .fetch_one(t.pgflow.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "both messages acked");
+}
