@@ -2,6 +2,7 @@
 -- previous claim (:ids, :leases), claim up to 100 more under a new lease,
 -- and raise the floor about every tenth call (the client does it every
 -- 100 ms). The claimed payloads go to the client as text.
+-- A copy for pgbench of ACK_CLAIM_SQL (client.rs, claim.rs): change it with them.
 \if random(1, 10) = 1
 SELECT pgflow.advance_floor('calibration', '');
 \endif

@@ -1,5 +1,6 @@
 -- pgflow's send statement (client/send.rs, no ON CONFLICT, no NOTIFY) with
 -- its nine parameter arrays built on the server: 100 messages.
+-- A copy for pgbench: change it with send.rs.
 WITH q AS (
     SELECT queue_name, delivery = 'broadcast' AS fan_out, subscriber_ttl_ms
       FROM pgflow.queues WHERE queue_name = 'calibration'

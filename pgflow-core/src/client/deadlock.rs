@@ -42,7 +42,7 @@ where
                 if e.code().as_deref() == Some(DEADLOCK_DETECTED) && retries < DEADLOCK_RETRIES =>
             {
                 retries += 1;
-                metrics::counter!("pgflow_deadlock_retries_total", "statement" => name)
+                metrics::counter!(crate::ops::prometheus::DEADLOCK_RETRIES_TOTAL, "statement" => name)
                     .increment(1);
                 tracing::warn!(statement = name, retry = retries, error = %e, "queue statement was a deadlock victim; running it again");
             }

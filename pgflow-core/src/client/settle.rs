@@ -146,8 +146,8 @@ pub(super) fn lost(receipts: &[Receipt], done: &[Uuid]) -> Vec<Uuid> {
         .collect()
 }
 
-/// The ack statement `sql` on `executor` (the queue pool, or the caller's
-/// transaction).
+/// The ack statement `sql` on `executor`: the caller's transaction (a
+/// failure there aborts it, so it is not retried here).
 async fn ack_on<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     sql: &'static str,

@@ -55,6 +55,9 @@ pub const QUEUE_OLDEST_AGE_SECONDS: &str = "pgflow_queue_oldest_age_seconds";
 
 /// Counter: failed queue-depth samples (the sampler retries on its next tick).
 pub const DEPTH_SAMPLE_ERRORS_TOTAL: &str = "pgflow_depth_sample_errors_total";
+/// Counter `{statement}`: queue statements run again after PostgreSQL
+/// aborted them as deadlock victims.
+pub const DEADLOCK_RETRIES_TOTAL: &str = "pgflow_deadlock_retries_total";
 
 /// Histogram buckets (upper bounds, seconds) of every `*_seconds` histogram.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -112,6 +115,10 @@ pub fn describe_metrics() {
         (
             DEPTH_SAMPLE_ERRORS_TOTAL,
             "Failed queue-depth samples (retried on the next tick).",
+        ),
+        (
+            DEADLOCK_RETRIES_TOTAL,
+            "Queue statements run again after being a deadlock victim.",
         ),
     ];
     for (name, help) in counters {
