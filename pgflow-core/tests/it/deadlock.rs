@@ -8,13 +8,15 @@ use uuid::Uuid;
 
 use crate::support::{db, msg, queue};
 
-/// Waits until a session runs `pattern` while waiting for a lock.
+/// Waits until a session of this test's database runs `pattern` while
+/// waiting for a lock.
 async fn wait_for_lock_wait(conn: &mut PgConnection, pattern: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
-              WHERE wait_event_type = 'Lock' AND query LIKE $1",
+              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND query LIKE $1",
         )
         .bind(pattern)
         .fetch_one(&mut *conn)
