@@ -8,6 +8,6 @@
 -- first migration only two claims in five were HOT in the batched
 -- benchmark, and each of the others added an entry to both indexes (and
 -- the later work of removing it). At 40 every claim is HOT
--- (tests/it/plans.rs checks it). The setting applies to pages filled from
+-- (tests/it/hot.rs checks it). The setting applies to pages filled from
 -- now on; existing pages keep their rows.
 ALTER TABLE pgflow.messages SET (fillfactor = 40);

@@ -1,6 +1,7 @@
 //! Concurrent claimers never receive the same message under one lease.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::support::{db, msg, queue};
@@ -72,31 +73,37 @@ async fn consumers_acking_with_their_next_claim_ack_each_message_once() {
         }));
     }
     let acked = Arc::new(Mutex::new(Vec::new()));
+    let sent_all = Arc::new(AtomicBool::new(false));
     let mut consumers = Vec::new();
     for _ in 0..12 {
         let (pg, q, acked) = (t.pgflow.clone(), q.clone(), acked.clone());
+        let sent_all = sent_all.clone();
         consumers.push(tokio::spawn(async move {
             let mut pending = Vec::new();
-            let mut idle = 0;
-            while idle < 200 {
+            loop {
+                // Read before the claim: an empty claim after every send
+                // committed means nothing is left for this consumer.
+                let done = sent_all.load(Ordering::Acquire);
                 let (report, got) = pg
                     .ack_and_claim(&q, &pending, BATCH as usize, &Default::default())
                     .await
                     .expect("ack_and_claim");
                 assert!(report.lost.is_empty(), "a lease was lost");
                 acked.lock().unwrap().extend(report.acked);
-                idle = if got.is_empty() { idle + 1 } else { 0 };
+                pending = got.iter().map(|d| d.receipt()).collect();
                 if got.is_empty() {
+                    if done {
+                        break;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
-                pending = got.iter().map(|d| d.receipt()).collect();
             }
-            assert!(pending.is_empty());
         }));
     }
     for p in producers {
         p.await.unwrap();
     }
+    sent_all.store(true, Ordering::Release);
     for c in consumers {
         c.await.unwrap();
     }

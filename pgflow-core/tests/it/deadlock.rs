@@ -34,18 +34,26 @@ async fn wait_for_lock_wait(conn: &mut PgConnection, pattern: &str) {
 async fn an_ack_chosen_as_deadlock_victim_is_run_again() {
     let t = db().await;
     let q = queue(&t.pgflow, "deadlocked", 3).await;
-    t.pgflow.send_batch(&q, &[msg(1), msg(2)]).await.unwrap();
+    // Ids in insertion order: the ack reaches the rows in the same order
+    // whether it reads them by key or by position.
+    let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
+    t.pgflow
+        .send_batch(&q, &[msg(1).id(ids[0]), msg(2).id(ids[1])])
+        .await
+        .unwrap();
     let got = t.pgflow.claim(&q, 2).await.unwrap();
     assert_eq!(got.len(), 2);
-    // The ack deletes the rows in physical order: `second` is the one it
-    // reaches last.
-    let (first, second): (Uuid, Uuid) = sqlx::query_as(
-        "SELECT (array_agg(id ORDER BY ctid))[1], (array_agg(id ORDER BY ctid))[2]
-           FROM pgflow.messages",
+    let (first, second) = (ids[0], ids[1]);
+    let in_order: bool = sqlx::query_scalar(
+        "SELECT (SELECT ctid FROM pgflow.messages WHERE id = $1)
+              < (SELECT ctid FROM pgflow.messages WHERE id = $2)",
     )
+    .bind(first)
+    .bind(second)
     .fetch_one(t.pgflow.pool())
     .await
     .unwrap();
+    assert!(in_order, "the rows are stored in insertion order");
 
     // Another session holds `second`, and detects deadlocks only after the
     // queue's session does (so the queue's statement is the victim).
@@ -86,6 +94,24 @@ async fn an_ack_chosen_as_deadlock_victim_is_run_again() {
         .expect("the ack succeeds after the deadlock");
     assert!(report.lost.is_empty(), "leases lost: {:?}", report.lost);
     assert_eq!(report.acked.len(), 2);
+
+    // The cycle did form: PostgreSQL counted a deadlock in this database
+    // (a session reports it when it ends: end the queue's sessions).
+    t.pgflow.queue_pool().close().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let deadlocks: i64 = sqlx::query_scalar(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if deadlocks >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no deadlock was counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pgflow.messages")
         .fetch_one(t.pgflow.pool())
         .await
