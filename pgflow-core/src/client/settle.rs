@@ -146,23 +146,6 @@ pub(super) fn lost(receipts: &[Receipt], done: &[Uuid]) -> Vec<Uuid> {
         .collect()
 }
 
-/// The ack statement `sql` on `executor`: the caller's transaction (a
-/// failure there aborts it, so it is not retried here).
-async fn ack_on<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    sql: &'static str,
-    receipts: &[Receipt],
-) -> Result<AckReport> {
-    let (ids, leases) = split(receipts);
-    let acked: Vec<Uuid> = sqlx::query_scalar(sql)
-        .bind(&ids)
-        .bind(&leases)
-        .fetch_all(executor)
-        .await?;
-    let lost = lost(receipts, &acked);
-    Ok(AckReport { acked, lost })
-}
-
 fn truncate_error(e: &str) -> String {
     if e.len() <= MAX_ERROR_LEN {
         return e.to_string();
@@ -221,7 +204,15 @@ impl Pgflow {
         conn: &mut sqlx::PgConnection,
         receipts: &[Receipt],
     ) -> Result<AckReport> {
-        ack_on(&mut *conn, ACK_IN_TX_SQL, receipts).await
+        // Not retried on a deadlock: that aborts the caller's transaction.
+        let (ids, leases) = split(receipts);
+        let acked: Vec<Uuid> = sqlx::query_scalar(ACK_IN_TX_SQL)
+            .bind(&ids)
+            .bind(&leases)
+            .fetch_all(&mut *conn)
+            .await?;
+        let lost = lost(receipts, &acked);
+        Ok(AckReport { acked, lost })
     }
 
     /// Reports one failed attempt: retried after an exponential backoff
