@@ -184,8 +184,10 @@ impl Drop for TestDb {
         }
         let admin_url = self.server.admin_url.clone();
         let name = self.name.clone();
-        let pool = self.pgflow.pool().clone();
-        // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
+        // Drop runs inside the test's runtime: do the async cleanup on a
+        // thread of its own. It does not wait for the test's pools to
+        // close: a connection still being returned by a task of the test's
+        // runtime (blocked here) would never come back. FORCE ends them.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -194,7 +196,6 @@ impl Drop for TestDb {
                 return;
             };
             rt.block_on(async move {
-                pool.close().await;
                 if let Ok(admin) = Pgflow::connect(&admin_url).await {
                     let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(admin.pool())

@@ -56,11 +56,16 @@ SELECT u.queue AS queue, q.delivery,
   CROSS JOIN LATERAL (
         SELECT CASE WHEN q.delivery = 'competing' THEN '' ELSE $2 END AS target) t
   LEFT JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE visible_at <= now()) AS pending,
-               count(*) FILTER (WHERE visible_at > now() AND lease IS NOT NULL) AS in_flight,
-               count(*) FILTER (WHERE visible_at > now() AND lease IS NULL) AS delayed
-          FROM pgflow.messages
-         WHERE queue_name = u.queue AND target = t.target) m ON true
+        SELECT coalesce(sum(n) FILTER (WHERE visible_at <= now()), 0)::int8 AS pending,
+               coalesce(sum(n) FILTER (WHERE visible_at > now() AND lease IS NOT NULL), 0)::int8
+                   AS in_flight,
+               coalesce(sum(n) FILTER (WHERE visible_at > now() AND lease IS NULL), 0)::int8
+                   AS delayed
+          FROM (SELECT 1 AS n, visible_at, lease FROM pgflow.messages
+                 WHERE queue_name = u.queue AND target = t.target
+                UNION ALL
+                SELECT n, visible_at, lease FROM pgflow.batches
+                 WHERE queue_name = u.queue AND target = t.target) live) m ON true
   LEFT JOIN LATERAL (
         SELECT count(*) AS dlq FROM pgflow.dlq
          WHERE queue_name = u.queue AND target = t.target) d ON true

@@ -138,11 +138,12 @@ pub(crate) async fn measure(
     let queues: Vec<String> = JOURNEY_QUEUES.iter().map(|q| q.to_string()).collect();
     let mut idle_secs = None;
     while !timed_out {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pgflow.messages WHERE queue_name = ANY($1)")
-                .bind(&queues)
-                .fetch_one(&pool)
-                .await?;
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgflow.live_messages WHERE queue_name = ANY($1)",
+        )
+        .bind(&queues)
+        .fetch_one(&pool)
+        .await?;
         if left == 0 {
             idle_secs = Some(t0.elapsed().as_secs_f64());
             break;
@@ -156,7 +157,7 @@ pub(crate) async fn measure(
     let wall_secs = t0.elapsed().as_secs_f64();
     let cpu_after = sys.cpu();
     let queued_at_end: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pgflow.messages WHERE queue_name = ANY($1)")
+        sqlx::query_scalar("SELECT count(*) FROM pgflow.live_messages WHERE queue_name = ANY($1)")
             .bind(&queues)
             .fetch_one(&pool)
             .await?;

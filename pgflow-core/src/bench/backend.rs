@@ -112,7 +112,7 @@ impl Backend for PgflowBackend {
     async fn reset(&self) -> Result<()> {
         self.pg
             .pool()
-            .execute("TRUNCATE pgflow.messages, pgflow.archive, pgflow.dlq")
+            .execute("TRUNCATE pgflow.messages, pgflow.batches, pgflow.archive, pgflow.dlq")
             .await?;
         Ok(())
     }

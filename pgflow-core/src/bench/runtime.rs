@@ -33,10 +33,15 @@ async fn fresh_queue(pg: &Pgflow, name: &str) -> Result<QueueName> {
     // No archive: an ack deletes, as in the queue benchmark's delete mode.
     pg.create_queue(&QueueConfig::new(q.clone()).archive_retention(Duration::ZERO))
         .await?;
-    sqlx::query("DELETE FROM pgflow.messages WHERE queue_name = $1")
-        .bind(q.as_str())
-        .execute(pg.pool())
-        .await?;
+    for table in [
+        "DELETE FROM pgflow.messages WHERE queue_name = $1",
+        "DELETE FROM pgflow.batches WHERE queue_name = $1",
+    ] {
+        sqlx::query(table)
+            .bind(q.as_str())
+            .execute(pg.pool())
+            .await?;
+    }
     Ok(q)
 }
 

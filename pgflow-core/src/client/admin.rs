@@ -72,12 +72,15 @@ SELECT q.queue_name, q.delivery,
   FROM pgflow.queues q
   LEFT JOIN (
         SELECT queue_name,
-               count(*) FILTER (WHERE visible_at <= now()) AS pending,
-               count(*) FILTER (WHERE visible_at > now() AND lease IS NOT NULL) AS in_flight,
-               count(*) FILTER (WHERE visible_at > now() AND lease IS NULL) AS delayed,
+               sum(n) FILTER (WHERE visible_at <= now()) AS pending,
+               sum(n) FILTER (WHERE visible_at > now() AND lease IS NOT NULL) AS in_flight,
+               sum(n) FILTER (WHERE visible_at > now() AND lease IS NULL) AS delayed,
                min(created_at) FILTER (WHERE visible_at <= now()) AS oldest
-          FROM pgflow.messages
-         WHERE ($1::text IS NULL OR queue_name = $1)
+          FROM (SELECT queue_name, 1 AS n, visible_at, lease, created_at FROM pgflow.messages
+                 WHERE ($1::text IS NULL OR queue_name = $1)
+                UNION ALL
+                SELECT queue_name, n, visible_at, lease, created_at FROM pgflow.batches
+                 WHERE ($1::text IS NULL OR queue_name = $1)) live
          GROUP BY queue_name) m USING (queue_name)
   LEFT JOIN (
         SELECT queue_name, count(*) AS dlq FROM pgflow.dlq
@@ -203,7 +206,7 @@ impl Pgflow {
                          ELSE 'delayed' END AS status,
                     priority, msg_type, target, attempts, trace_id, created_at, visible_at,
                     last_error, payload
-               FROM pgflow.messages
+               FROM pgflow.live_messages
               WHERE queue_name = $1
               ORDER BY (visible_at <= now()) DESC, priority DESC, seq
               LIMIT $2",

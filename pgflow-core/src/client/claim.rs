@@ -8,8 +8,7 @@ use uuid::Uuid;
 use sqlx::{FromRow, Row};
 
 use super::deadlock::retry_on_deadlock;
-use super::settle::{lost, split, AckReport, Failure};
-use super::sql::{ack_ctes, claim_ctes, claim_update};
+use super::settle::{batches_of, lost, split, AckReport, Failure};
 use super::Pgflow;
 use crate::delivery::{Delivery, Receipt};
 use crate::error::Result;
@@ -18,27 +17,17 @@ use crate::queue_name::QueueName;
 /// Largest batch one claim may take.
 pub const MAX_CLAIM_BATCH: usize = 10_000;
 
-/// The rows are found in claim order and locked by the CTE, then updated
-/// through their `ctid` (a TID scan, no second index lookup; the lock keeps
-/// the ctid stable for the statement).
-const CLAIM_SQL: &str = concat!("WITH ", claim_ctes!(), "\n", claim_update!());
+/// The claim (`pgflow.claim`, migration 15): rows and batches merged in
+/// claim order, locked skipping what other claimers hold, leased; `$3` is
+/// the most to take.
+const CLAIM_SQL: &str = "SELECT * FROM pgflow.claim($1, $2, $3, $4, $5)";
 
-/// An ack of earlier messages and the next claim in one statement (one
-/// round trip, one commit): what a busy consumer does between batches.
-/// `$6`/`$7` are the receipts to ack; the rest is [`CLAIM_SQL`]. Every
-/// result row carries the acked ids; with nothing to claim there is one row
-/// whose claim columns are NULL.
-const ACK_CLAIM_SQL: &str = concat!(
-    "WITH ",
-    ack_ctes!("$6", "$7"),
-    ", ",
-    claim_ctes!(),
-    ", u AS (",
-    claim_update!(),
-    ")
-SELECT (SELECT coalesce(array_agg(d.id), '{}') FROM d) AS acked, u.*
-  FROM (SELECT 1) AS one LEFT JOIN u ON true"
-);
+/// An ack of earlier messages and the next claim in one call (one round
+/// trip, one commit): what a busy consumer does between batches. `$6`/`$7`
+/// are the receipts to ack, `$8` the batches their leases name; the rest is
+/// [`CLAIM_SQL`]. The first result row
+/// carries the acked ids and no message; the claimed rows follow.
+const ACK_CLAIM_SQL: &str = "SELECT * FROM pgflow.claim($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// How to claim.
 #[derive(Debug, Clone, Default)]
@@ -86,7 +75,7 @@ impl Pgflow {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let max = max.min(MAX_CLAIM_BATCH) as i64;
+        let max = max.min(MAX_CLAIM_BATCH) as i32;
         let vt_ms = opts
             .visibility_timeout
             .map(|d| d.as_millis().clamp(1, i32::MAX as u128) as i64);
@@ -125,13 +114,14 @@ impl Pgflow {
         if max == 0 {
             return Ok((self.ack_batch(acks).await?, Vec::new()));
         }
-        let max = max.min(MAX_CLAIM_BATCH) as i64;
+        let max = max.min(MAX_CLAIM_BATCH) as i32;
         let vt_ms = opts
             .visibility_timeout
             .map(|d| d.as_millis().clamp(1, i32::MAX as u128) as i64);
         let target = opts.target.as_deref().unwrap_or("");
         self.advance_floor_if_due(queue, target).await?;
         let (ids, leases) = split(acks);
+        let batches = batches_of(&leases);
         let lease = Uuid::new_v4();
         let rows = retry_on_deadlock("ack_and_claim", || {
             sqlx::query(ACK_CLAIM_SQL)
@@ -142,14 +132,15 @@ impl Pgflow {
                 .bind(vt_ms)
                 .bind(&ids)
                 .bind(&leases)
+                .bind(&batches)
                 .fetch_all(&self.queue_pool)
         })
         .await?;
         let mut acked: Vec<Uuid> = Vec::new();
         let mut claimed = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if i == 0 {
-                acked = row.try_get("acked")?;
+        for row in &rows {
+            if let Some(ids) = row.try_get::<Option<Vec<Uuid>>, _>("acked")? {
+                acked = ids;
             }
             if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
                 claimed.push(Delivery::from_row(row)?);

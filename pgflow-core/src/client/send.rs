@@ -5,6 +5,7 @@ use sqlx::PgConnection;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::batch_send::{batchable, insert_batch};
 use super::coalesce::SendRequest;
 use super::{Pgflow, NOTIFY_CHANNEL};
 use crate::error::{Error, Result};
@@ -134,7 +135,10 @@ impl Pgflow {
         Ok(id)
     }
 
-    /// Sends many messages in one statement (FIFO in slice order).
+    /// Sends many messages in one statement (FIFO in slice order). Two or
+    /// more messages with one target and priority and no delay, to a queue
+    /// that does not fan out, are stored as one batch row until they are
+    /// claimed (see `pgflow.batches`, migration 15); delivery is the same.
     pub async fn send_batch(
         &self,
         queue: &QueueName,
@@ -159,6 +163,19 @@ impl Pgflow {
         notify: bool,
     ) -> Result<Vec<Uuid>> {
         let mut conn = self.pool.acquire().await?;
+        if batchable(msgs) {
+            let sent = insert_batch(
+                &mut conn,
+                queue,
+                msgs,
+                notify,
+                self.options.max_payload_bytes,
+            )
+            .await?;
+            if let Some(ids) = sent {
+                return Ok(ids);
+            }
+        }
         insert_messages(
             &mut conn,
             queue,

@@ -73,7 +73,7 @@ SELECT * FROM (
            CASE WHEN visible_at <= now() THEN 'pending'
                 WHEN lease IS NOT NULL THEN 'in_flight' ELSE 'delayed' END,
            attempts, created_at, NULL, last_error
-      FROM pgflow.messages WHERE trace_id = $1
+      FROM pgflow.live_messages WHERE trace_id = $1
     UNION ALL
     SELECT id, queue_name, msg_type, source, target, 'dead', attempts,
            enqueued_at, created_at, error
@@ -85,7 +85,7 @@ LIMIT $2
 
 const PROPOSAL_TRACE_SQL: &str = r#"
 SELECT trace_id FROM (
-    (SELECT trace_id, created_at FROM pgflow.messages
+    (SELECT trace_id, created_at FROM pgflow.live_messages
       WHERE payload ->> 'proposal_id' = $1 ORDER BY created_at LIMIT 1)
     UNION ALL
     (SELECT trace_id, enqueued_at FROM pgflow.dlq

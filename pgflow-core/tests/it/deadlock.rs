@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::support::{db, msg, queue};
+use crate::support::{db, msg, queue, send_rows};
 
 /// Waits until a session of this test's database runs `pattern` while
 /// waiting for a lock.
@@ -37,10 +37,7 @@ async fn an_ack_chosen_as_deadlock_victim_is_run_again() {
     // Ids in insertion order: the ack reaches the rows in the same order
     // whether it reads them by key or by position.
     let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
-    t.pgflow
-        .send_batch(&q, &[msg(1).id(ids[0]), msg(2).id(ids[1])])
-        .await
-        .unwrap();
+    send_rows(&t.pgflow, &q, &[msg(1).id(ids[0]), msg(2).id(ids[1])]).await;
     let got = t.pgflow.claim(&q, 2).await.unwrap();
     assert_eq!(got.len(), 2);
     let (first, second) = (ids[0], ids[1]);
@@ -74,7 +71,7 @@ async fn an_ack_chosen_as_deadlock_victim_is_run_again() {
     let pg = t.pgflow.clone();
     let ack = tokio::spawn(async move { pg.ack_batch(&receipts).await });
     let mut watcher = PgConnection::connect(&t.url).await.unwrap();
-    wait_for_lock_wait(&mut watcher, "%DELETE FROM pgflow.messages%").await;
+    wait_for_lock_wait(&mut watcher, "%pgflow.ack(%").await;
 
     // ...while the other session now waits for `first`: a cycle. After the
     // queue session's deadlock_timeout PostgreSQL aborts the ack, which

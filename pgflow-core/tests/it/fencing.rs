@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use pgflow_core::{ClaimOptions, Error, Failure, QueueConfig};
 
-use crate::support::{db, expire_lease, msg, queue};
+use crate::support::{db, expire_lease, msg, queue, send_rows};
 
 #[tokio::test]
 async fn late_ack_after_expiry_and_reclaim_fails_and_changes_nothing() {
@@ -65,10 +65,7 @@ async fn ack_after_expiry_without_reclaim_also_fails() {
 async fn batch_ack_reports_lost_receipts() {
     let t = db().await;
     let q = queue(&t.pgflow, "batchack", 3).await;
-    t.pgflow
-        .send_batch(&q, &(0..10).map(msg).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    send_rows(&t.pgflow, &q, &(0..10).map(msg).collect::<Vec<_>>()).await;
     let got = t.pgflow.claim(&q, 10).await.unwrap();
     expire_lease(&t.pgflow, got[0].id).await;
     let receipts: Vec<_> = got.iter().map(|d| d.receipt()).collect();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pgflow_core::{ClaimOptions, OutgoingMessage};
 
-use crate::support::{db, queue};
+use crate::support::{db, queue, send_rows};
 
 /// A message the size of a seed proposal (~250 bytes of JSON).
 fn proposal_sized(n: i64) -> OutgoingMessage {
@@ -23,7 +23,7 @@ async fn batch_claims_are_heap_only_updates() {
     let total = 600;
     for chunk in 0..total / 100 {
         let msgs: Vec<_> = (0..100).map(|i| proposal_sized(chunk * 100 + i)).collect();
-        t.pgflow.send_batch(&q, &msgs).await.unwrap();
+        send_rows(&t.pgflow, &q, &msgs).await;
     }
     // Claims of 100 (whole pages), half of them acking the previous batch
     // in the same statement, as a busy consumer does.

@@ -2,6 +2,7 @@
 //! creates its own database (see `pgflow_core::testing`).
 #![allow(clippy::unwrap_used)]
 
+mod batches;
 mod cli;
 mod concurrency;
 mod consumer;

@@ -31,17 +31,33 @@ pub fn n_of(p: &serde_json::Value) -> i64 {
     p["n"].as_i64().expect("n")
 }
 
-/// Expires the lease of message `id` by back-dating it (no sleeping).
+/// Expires the lease of message `id` by back-dating it (no sleeping). A
+/// message stored in a batch shares the batch's lease: that expires it for
+/// every message of the batch.
 pub async fn expire_lease(pg: &Pgflow, id: Uuid) {
-    let n = sqlx::query(
+    let mut n = 0;
+    for sql in [
         "UPDATE pgflow.messages SET visible_at = now() - interval '1 millisecond' WHERE id = $1",
-    )
-    .bind(id)
-    .execute(pg.pool())
-    .await
-    .expect("back-date")
-    .rows_affected();
+        "UPDATE pgflow.batches SET visible_at = now() - interval '1 millisecond'
+          WHERE $1 = ANY(ids)",
+    ] {
+        n += sqlx::query(sql)
+            .bind(id)
+            .execute(pg.pool())
+            .await
+            .expect("back-date")
+            .rows_affected();
+    }
     assert_eq!(n, 1, "message {id} not found to back-date");
+}
+
+/// Sends `msgs` as rows, one per message, whatever their number: for the
+/// tests of row storage (`send_batch` stores two or more as one batch).
+pub async fn send_rows(pg: &Pgflow, q: &QueueName, msgs: &[OutgoingMessage]) -> Vec<Uuid> {
+    let mut conn = pg.pool().acquire().await.expect("connection");
+    pg.send_in_tx(&mut conn, q, msgs, false)
+        .await
+        .expect("send rows")
 }
 
 /// Makes a message waiting for a retry visible now (back-dating the backoff).
