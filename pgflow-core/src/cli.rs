@@ -181,6 +181,11 @@ pub enum QueueCommand {
         /// How long processed messages are archived (`0s`: not at all).
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         retention: Duration,
+        /// Store each `send_batch` as one row until it is claimed and acked
+        /// whole: for consumers that claim at least a sender's batch at a
+        /// time (see `pgflow.batches`).
+        #[arg(long)]
+        batch_storage: bool,
     },
     /// Show a queue's settings.
     Show {
@@ -327,6 +332,7 @@ async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> 
             retry_delay_ms,
             visibility_timeout,
             retention,
+            batch_storage,
         }) => {
             let cfg = QueueConfig::new(QueueName::new(name)?)
                 .delivery(DeliveryKind::parse(&delivery)?)
@@ -336,7 +342,8 @@ async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> 
                     ..RetryPolicy::default()
                 })
                 .visibility_timeout(visibility_timeout)
-                .archive_retention(retention);
+                .archive_retention(retention)
+                .batch_storage(batch_storage);
             pg.create_queue(&cfg).await?;
             output::queue_config(json, &cfg)
         }

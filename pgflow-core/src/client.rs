@@ -71,6 +71,7 @@ pub struct Pgflow {
     options: Arc<PgflowOptions>,
     coalescer: Arc<OnceLock<coalesce::Coalescer>>,
     floors: Arc<floor::Advances>,
+    batch_modes: Arc<batch_send::BatchModes>,
 }
 
 impl Pgflow {
@@ -137,6 +138,7 @@ impl Pgflow {
             options: Arc::new(options),
             coalescer: Arc::new(OnceLock::new()),
             floors: Arc::default(),
+            batch_modes: Arc::default(),
         }
     }
 

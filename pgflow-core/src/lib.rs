@@ -23,11 +23,21 @@
 //!   SERIALIZABLE transaction may fail with a serialization error when the
 //!   floor moved meanwhile (retry the transaction, as that isolation level
 //!   asks anyway).
-//! * `pgflow.archive`: acked messages kept for audit, pruned by age (BRIN index).
+//! * `pgflow.batches`: a [`Pgflow::send_batch`] of two or more messages
+//!   with one target and priority and no delay is one row (the messages as
+//!   parallel arrays, one lease) until a claim leases it whole and an ack
+//!   settles it whole; anything else (a claim with less room, a partial
+//!   ack, a nack, an extension, a release) first turns it into rows that
+//!   keep its lease (migration 15). `pgflow.claim` merges both forms in
+//!   claim order; a batch's lease is a version-8 UUID naming the batch.
+//! * `pgflow.archive`: acked messages kept for audit, pruned by age (BRIN
+//!   index); `pgflow.archive_batches` the batches acked whole.
 //! * `pgflow.dlq`: dead letters with error, attempts and history.
 //!
-//! The views `public.pgflow_messages`, `public.pgflow_dlq` and
-//! `public.pgflow_queues` serve the operator SQL of the seeds verbatim.
+//! The views `pgflow.live_messages` and `pgflow.archived_messages` show
+//! one row per message whichever its form. `public.pgflow_messages`,
+//! `public.pgflow_dlq` and `public.pgflow_queues` serve the operator SQL of
+//! the seeds verbatim.
 //!
 //! ## Sessions
 //!
@@ -36,9 +46,10 @@
 //! that plan each statement once (generic plans), never plan a sequential
 //! scan and never JIT-compile: a plan made while the queue table was small
 //! would otherwise read the whole table once it is deep. Sends and the
-//! caller's own statements ([`Pgflow::pool`]) use the server's settings; an
-//! ack inside a caller's transaction goes through the SQL function
-//! `pgflow.ack`, planned the same safe way.
+//! caller's own statements ([`Pgflow::pool`]) use the server's settings;
+//! claims and acks are the SQL functions `pgflow.claim` and `pgflow.ack`,
+//! planned the same safe way on any session (an ack inside a caller's
+//! transaction runs on the caller's).
 //!
 //! ## Guarantees
 //!

@@ -80,8 +80,13 @@ impl PgflowBackend {
         } else {
             std::time::Duration::ZERO
         };
-        pg.create_queue(&QueueConfig::new(queue.clone()).archive_retention(retention))
-            .await?;
+        // Its consumers claim what a producer sends in one call: batch storage.
+        pg.create_queue(
+            &QueueConfig::new(queue.clone())
+                .archive_retention(retention)
+                .batch_storage(true),
+        )
+        .await?;
         Ok(Self {
             pg: pg.clone(),
             queue,

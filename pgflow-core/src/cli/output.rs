@@ -146,6 +146,10 @@ pub fn queue_config(json: bool, cfg: &QueueConfig) -> Result<()> {
         "archive_retention".to_string(),
         humantime::format_duration(cfg.archive_retention).to_string(),
     ]);
+    t.add_row(vec![
+        "batch_storage".to_string(),
+        cfg.batch_storage.to_string(),
+    ]);
     println!("{t}");
     Ok(())
 }

@@ -87,15 +87,20 @@ SELECT q.queue_name, q.delivery,
          WHERE ($1::text IS NULL OR queue_name = $1)
          GROUP BY queue_name) d USING (queue_name)
   LEFT JOIN (
-        SELECT queue_name, count(*) AS done FROM pgflow.archive
-         WHERE archived_at > now() - interval '60 seconds'
-           AND ($1::text IS NULL OR queue_name = $1)
+        SELECT queue_name, sum(n) AS done
+          FROM (SELECT queue_name, 1 AS n FROM pgflow.archive
+                 WHERE archived_at > now() - interval '60 seconds'
+                   AND ($1::text IS NULL OR queue_name = $1)
+                UNION ALL
+                SELECT queue_name, n FROM pgflow.archive_batches
+                 WHERE archived_at > now() - interval '60 seconds'
+                   AND ($1::text IS NULL OR queue_name = $1)) done
          GROUP BY queue_name) a USING (queue_name)
  WHERE ($1::text IS NULL OR q.queue_name = $1)
  ORDER BY q.queue_name
 "#;
 
-type QueueRow = (String, String, i32, i32, i32, i32, f64, String);
+type QueueRow = (String, String, i32, i32, i32, i32, f64, String, bool);
 
 impl Pgflow {
     /// Creates a queue, or updates the settings of an existing one.
@@ -104,15 +109,16 @@ impl Pgflow {
         sqlx::query(
             "INSERT INTO pgflow.queues
                  (queue_name, delivery, max_retries, retry_delay_ms, retry_max_delay_ms,
-                  visibility_timeout_ms, archive_retention, description)
-             VALUES ($1, $2, $3, $4, $5, $6, $7 * interval '1 second', $8)
+                  visibility_timeout_ms, archive_retention, description, batch_storage)
+             VALUES ($1, $2, $3, $4, $5, $6, $7 * interval '1 second', $8, $9)
              ON CONFLICT (queue_name) DO UPDATE SET
                  delivery = EXCLUDED.delivery, max_retries = EXCLUDED.max_retries,
                  retry_delay_ms = EXCLUDED.retry_delay_ms,
                  retry_max_delay_ms = EXCLUDED.retry_max_delay_ms,
                  visibility_timeout_ms = EXCLUDED.visibility_timeout_ms,
                  archive_retention = EXCLUDED.archive_retention,
-                 description = EXCLUDED.description",
+                 description = EXCLUDED.description,
+                 batch_storage = EXCLUDED.batch_storage",
         )
         .bind(cfg.name.as_str())
         .bind(cfg.delivery.as_str())
@@ -122,6 +128,7 @@ impl Pgflow {
         .bind(cfg.visibility_timeout.as_millis() as i32)
         .bind(cfg.archive_retention.as_secs_f64())
         .bind(&cfg.description)
+        .bind(cfg.batch_storage)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -152,7 +159,8 @@ impl Pgflow {
     pub async fn queue_config(&self, queue: &QueueName) -> Result<QueueConfig> {
         let row: Option<QueueRow> = sqlx::query_as(
             "SELECT queue_name, delivery, max_retries, retry_delay_ms, retry_max_delay_ms,
-                    visibility_timeout_ms, extract(epoch FROM archive_retention)::float8, description
+                    visibility_timeout_ms, extract(epoch FROM archive_retention)::float8, description,
+                    batch_storage
                FROM pgflow.queues WHERE queue_name = $1",
         )
         .bind(queue.as_str())
@@ -166,7 +174,8 @@ impl Pgflow {
     pub async fn list_queue_configs(&self) -> Result<Vec<QueueConfig>> {
         let rows: Vec<QueueRow> = sqlx::query_as(
             "SELECT queue_name, delivery, max_retries, retry_delay_ms, retry_max_delay_ms,
-                    visibility_timeout_ms, extract(epoch FROM archive_retention)::float8, description
+                    visibility_timeout_ms, extract(epoch FROM archive_retention)::float8, description,
+                    batch_storage
                FROM pgflow.queues ORDER BY queue_name",
         )
         .fetch_all(&self.pool)
@@ -220,28 +229,47 @@ impl Pgflow {
     /// Deletes archived messages older than `older_than`, or, when `None`,
     /// older than each queue's own retention. Returns how many.
     pub async fn prune_archive(&self, older_than: Option<Duration>) -> Result<u64> {
-        let n = match older_than {
-            Some(d) => sqlx::query(
-                "DELETE FROM pgflow.archive WHERE archived_at < now() - $1 * interval '1 second'",
-            )
-            .bind(d.as_secs_f64())
-            .execute(&self.pool)
-            .await?
-            .rows_affected(),
-            None => sqlx::query(
-                "DELETE FROM pgflow.archive a USING pgflow.queues q
-                  WHERE q.queue_name = a.queue_name AND a.archived_at < now() - q.archive_retention",
-            )
-            .execute(&self.pool)
-            .await?
-            .rows_affected(),
+        // Rows and archived batches (counted by their messages).
+        let n: i64 = match older_than {
+            Some(d) => {
+                sqlx::query_scalar(
+                    "WITH r AS (
+                     DELETE FROM pgflow.archive
+                      WHERE archived_at < now() - $1 * interval '1 second' RETURNING 1
+                 ), b AS (
+                     DELETE FROM pgflow.archive_batches
+                      WHERE archived_at < now() - $1 * interval '1 second' RETURNING n
+                 )
+                 SELECT (SELECT count(*) FROM r) + (SELECT coalesce(sum(n), 0) FROM b)",
+                )
+                .bind(d.as_secs_f64())
+                .fetch_one(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar(
+                    "WITH r AS (
+                     DELETE FROM pgflow.archive a USING pgflow.queues q
+                      WHERE q.queue_name = a.queue_name
+                        AND a.archived_at < now() - q.archive_retention RETURNING 1
+                 ), b AS (
+                     DELETE FROM pgflow.archive_batches a USING pgflow.queues q
+                      WHERE q.queue_name = a.queue_name
+                        AND a.archived_at < now() - q.archive_retention RETURNING a.n
+                 )
+                 SELECT (SELECT count(*) FROM r) + (SELECT coalesce(sum(n), 0) FROM b)",
+                )
+                .fetch_one(&self.pool)
+                .await?
+            }
         };
+        let n = n.max(0) as u64;
         Ok(n)
     }
 }
 
 fn queue_config_from_row(r: QueueRow) -> Result<QueueConfig> {
-    let (name, delivery, max_retries, base, max, vt, retention, description) = r;
+    let (name, delivery, max_retries, base, max, vt, retention, description, batch_storage) = r;
     Ok(QueueConfig {
         name: QueueName::new(name)?,
         delivery: DeliveryKind::parse(&delivery)?,
@@ -253,5 +281,6 @@ fn queue_config_from_row(r: QueueRow) -> Result<QueueConfig> {
         visibility_timeout: Duration::from_millis(vt.max(1) as u64),
         archive_retention: Duration::from_secs_f64(retention.max(0.0)),
         description,
+        batch_storage,
     })
 }

@@ -1,8 +1,10 @@
-//! Batch storage at send (migration 15): a `send_batch` whose messages share
-//! target and priority and have no delay is written as one row of
-//! `pgflow.batches` instead of one row per message.
+//! Batch storage at send (migration 15): on a queue with `batch_storage`, a
+//! `send_batch` whose messages share target and priority and have no delay
+//! is written as one row of `pgflow.batches` instead of one row per message.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -15,19 +17,52 @@ use crate::queue_name::QueueName;
 /// Fewest messages a send stores as one batch.
 pub const MIN_BATCH: usize = 2;
 
+/// How long a handle trusts what it learnt of a queue's `batch_storage`
+/// (a change of the setting reaches senders within this time).
+const MODE_TTL: Duration = Duration::from_secs(5);
+
+/// Per queue, whether it keeps batches, as the last batch send learnt it:
+/// a send to a queue known to keep none goes straight to rows.
+#[derive(Debug, Default)]
+pub(crate) struct BatchModes {
+    known: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+impl BatchModes {
+    /// Whether a batch send to `queue` is worth trying.
+    pub(crate) fn may_batch(&self, queue: &QueueName) -> bool {
+        let Ok(known) = self.known.lock() else {
+            return true;
+        };
+        match known.get(queue.as_str()) {
+            Some((on, at)) if at.elapsed() < MODE_TTL => *on,
+            _ => true,
+        }
+    }
+
+    fn learn(&self, queue: &QueueName, on: bool) {
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(queue.to_string(), (on, Instant::now()));
+        }
+    }
+}
+
 /// One batch row. Each message draws its own seq (in slice order) from the
-/// messages' sequence, so batches and rows share one FIFO order. Skipped,
-/// and reported as not inserted, when the queue is a broadcast queue (its
-/// messages fan out to subscribers as rows) or when the same ids are
+/// messages' sequence, so batches and rows share one FIFO order. Skipped
+/// when the queue does not keep batches (`batch_storage` off, or a
+/// broadcast queue, whose messages fan out to subscribers as rows: the
+/// caller then sends rows), and reported as not inserted when the same ids are
 /// already queued: as this batch (`batch_key`, a replay) or as rows (a
 /// replay after the batch was split). `$10` is the batch key ([`batch_key`]),
-/// `$11` the NOTIFY channel.
+/// `$11` the NOTIFY channel (notified only when the batch was inserted: a
+/// send that falls back to rows notifies there).
 macro_rules! batch_sql {
     ($tail:literal) => {
         concat!(
             r#"
 WITH q AS (
-    SELECT queue_name, delivery = 'broadcast' AS fan_out FROM pgflow.queues WHERE queue_name = $1
+    SELECT queue_name, delivery = 'broadcast' OR NOT batch_storage AS as_rows
+      FROM pgflow.queues WHERE queue_name = $1
 ), live AS (
     SELECT EXISTS (SELECT 1 FROM pgflow.messages m WHERE m.id = ANY($3::uuid[])) AS yes
 ), s AS (
@@ -42,12 +77,12 @@ WITH q AS (
            ((32767 - $4::int2)::bigint << 47) | s.seqs[1], cardinality($3::uuid[]), $3, s.seqs,
            $5, $6, $7, $8, $9::text[]::json[]
       FROM q, s, live
-     WHERE NOT q.fan_out AND NOT live.yes
+     WHERE NOT q.as_rows AND NOT live.yes
     ON CONFLICT (batch_key) DO NOTHING
     RETURNING n
 )
 SELECT (SELECT count(*) FROM q) AS queue_exists,
-       coalesce((SELECT bool_or(fan_out) FROM q), false) AS fan_out,
+       coalesce((SELECT bool_or(as_rows) FROM q), false) AS as_rows,
        coalesce((SELECT sum(n) FROM ins), 0)::int8 AS inserted"#,
             $tail
         )
@@ -57,7 +92,7 @@ SELECT (SELECT count(*) FROM q) AS queue_exists,
 /// `[plain, notify]`.
 const BATCH_SQL: [&str; 2] = [
     batch_sql!(""),
-    batch_sql!(",\n       pg_notify($11, $1)::text AS notified"),
+    batch_sql!(",\n       CASE WHEN EXISTS (SELECT 1 FROM ins) THEN pg_notify($11, $1)::text END AS notified"),
 ];
 
 /// Whether `msgs` can be one batch: enough of them, one target and one
@@ -86,8 +121,9 @@ fn batch_key(ids: &[Uuid]) -> Uuid {
 }
 
 /// Inserts `msgs` (see [`batchable`]) as one batch. `Ok(None)` when the
-/// queue is a broadcast queue: send them as rows instead.
+/// queue keeps no batches: send them as rows instead.
 pub(crate) async fn insert_batch(
+    modes: &BatchModes,
     conn: &mut PgConnection,
     queue: &QueueName,
     msgs: &[OutgoingMessage],
@@ -126,11 +162,12 @@ pub(crate) async fn insert_batch(
     if notify {
         q = q.bind(NOTIFY_CHANNEL);
     }
-    let (queue_exists, fan_out, inserted) = q.fetch_one(&mut *conn).await?;
+    let (queue_exists, as_rows, inserted) = q.fetch_one(&mut *conn).await?;
     if queue_exists == 0 {
         return Err(Error::UnknownQueue(queue.to_string()));
     }
-    if fan_out {
+    modes.learn(queue, !as_rows);
+    if as_rows {
         return Ok(None);
     }
     metrics::counter!("pgflow_published_total", "queue" => queue.to_string())

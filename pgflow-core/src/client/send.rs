@@ -135,10 +135,11 @@ impl Pgflow {
         Ok(id)
     }
 
-    /// Sends many messages in one statement (FIFO in slice order). Two or
-    /// more messages with one target and priority and no delay, to a queue
-    /// that does not fan out, are stored as one batch row until they are
-    /// claimed (see `pgflow.batches`, migration 15); delivery is the same.
+    /// Sends many messages in one statement (FIFO in slice order). On a
+    /// queue with [`QueueConfig::batch_storage`](crate::QueueConfig), two or
+    /// more messages with one target and priority and no delay are stored as
+    /// one batch row until they are claimed (see `pgflow.batches`, migration
+    /// 15); delivery is the same.
     pub async fn send_batch(
         &self,
         queue: &QueueName,
@@ -163,8 +164,9 @@ impl Pgflow {
         notify: bool,
     ) -> Result<Vec<Uuid>> {
         let mut conn = self.pool.acquire().await?;
-        if batchable(msgs) {
+        if batchable(msgs) && self.batch_modes.may_batch(queue) {
             let sent = insert_batch(
+                &self.batch_modes,
                 &mut conn,
                 queue,
                 msgs,

@@ -69,6 +69,12 @@ SELECT * FROM (
            created_at AS sent_at, archived_at AS done_at, NULL::text AS error
       FROM pgflow.archive WHERE trace_id = $1
     UNION ALL
+    SELECT x.id, b.queue_name, x.msg_type, x.source, b.target, 'done', b.attempts,
+           b.created_at, b.archived_at, NULL
+      FROM pgflow.archive_batches b,
+           unnest(b.ids, b.msg_types, b.sources, b.trace_ids) AS x(id, msg_type, source, trace_id)
+     WHERE b.trace_ids @> ARRAY[$1::uuid] AND x.trace_id = $1
+    UNION ALL
     SELECT id, queue_name, msg_type, source, target,
            CASE WHEN visible_at <= now() THEN 'pending'
                 WHEN lease IS NOT NULL THEN 'in_flight' ELSE 'delayed' END,
@@ -91,7 +97,7 @@ SELECT trace_id FROM (
     (SELECT trace_id, enqueued_at FROM pgflow.dlq
       WHERE payload ->> 'proposal_id' = $1 ORDER BY enqueued_at LIMIT 1)
     UNION ALL
-    (SELECT trace_id, created_at FROM pgflow.archive
+    (SELECT trace_id, created_at FROM pgflow.archived_messages
       WHERE archived_at > now() - $2 * interval '1 day'
         AND payload ->> 'proposal_id' = $1 ORDER BY created_at LIMIT 1)
 ) t ORDER BY created_at LIMIT 1

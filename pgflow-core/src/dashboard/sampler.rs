@@ -1,6 +1,7 @@
 //! The dashboard's sampler: every tick it reads every queue's statistics
 //! ([`Pgflow::list_queues`]) and what was acked since the previous tick
-//! (from `pgflow.archive`: count and mean send-to-ack latency) and the
+//! (from the archive, rows and batches: count and mean send-to-ack
+//! latency) and the
 //! services' state for the topology, and appends
 //! a [`Sample`] to the [`History`] the charts are drawn from. A failed tick
 //! is logged and retried on the next one; the history keeps what it had.
@@ -114,10 +115,13 @@ pub async fn take(pg: &Pgflow, since: Option<DateTime<Utc>>) -> Result<Sample> {
     let stats = pg.list_queues().await?;
     let since = since.unwrap_or(now - chrono::Duration::seconds(1));
     let acked: Vec<Acked> = sqlx::query_as(
-        "SELECT queue_name, count(*)::int8,
-                (avg(extract(epoch FROM archived_at - created_at)) * 1000)::float8
-           FROM pgflow.archive
-          WHERE archived_at > $1 AND archived_at <= $2
+        "SELECT queue_name, sum(n)::int8,
+                (sum(n * extract(epoch FROM archived_at - created_at)) / sum(n) * 1000)::float8
+           FROM (SELECT queue_name, 1 AS n, archived_at, created_at FROM pgflow.archive
+                  WHERE archived_at > $1 AND archived_at <= $2
+                 UNION ALL
+                 SELECT queue_name, n, archived_at, created_at FROM pgflow.archive_batches
+                  WHERE archived_at > $1 AND archived_at <= $2) done
           GROUP BY queue_name",
     )
     .bind(since)

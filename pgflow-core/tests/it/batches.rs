@@ -1,11 +1,29 @@
-//! Batch storage (migration 15): a `send_batch` is one row until it is
-//! claimed whole and acked whole; every other path turns it into rows
-//! without changing what consumers see.
+//! Batch storage (migration 15): on a queue that keeps batches, a
+//! `send_batch` is one row until it is claimed whole and acked whole; every
+//! other path turns it into rows without changing what consumers see.
 
-use pgflow_core::{priority, ClaimOptions, Delivery, Failure, NackOutcome, Pgflow, QueueName};
+use pgflow_core::{
+    priority, Delivery, Failure, NackOutcome, Pgflow, QueueConfig, QueueName, RetryPolicy,
+};
 use uuid::Uuid;
 
-use crate::support::{db, expire_lease, msg, n_of, queue, send_rows};
+use crate::support::{db, expire_lease, msg, n_of, send_rows};
+
+/// A competing queue with batch storage and `max_retries`.
+async fn queue(pg: &Pgflow, name: &str, max_retries: u32) -> QueueName {
+    let q = QueueName::new(name).unwrap();
+    pg.create_queue(
+        &QueueConfig::new(q.clone())
+            .retry(RetryPolicy {
+                max_retries,
+                ..RetryPolicy::default()
+            })
+            .batch_storage(true),
+    )
+    .await
+    .unwrap();
+    q
+}
 
 /// (batches, rows) stored for `q`.
 async fn forms(pg: &Pgflow, q: &QueueName) -> (i64, i64) {
@@ -63,7 +81,7 @@ async fn a_batch_is_one_row_claimed_and_acked_whole_and_seen_as_messages() {
     assert!(report.lost.is_empty());
     assert_eq!(forms(&t.pgflow, &q).await, (0, 0));
     let archived: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pgflow.archive WHERE id = ANY($1)")
+        sqlx::query_scalar("SELECT count(*) FROM pgflow.archived_messages WHERE id = ANY($1)")
             .bind(&ids)
             .fetch_one(t.pgflow.pool())
             .await
@@ -250,7 +268,11 @@ async fn a_resent_batch_is_not_queued_twice() {
     let head = t.pgflow.claim(&q, 1).await.unwrap();
     t.pgflow.send_batch(&q, &msgs).await.unwrap();
     assert_eq!(forms(&t.pgflow, &q).await, (0, 3));
+    t.pgflow.ack(head[0].receipt()).await.unwrap();
+    t.pgflow.send_batch(&q, &msgs).await.unwrap();
+    assert_eq!(forms(&t.pgflow, &q).await, (0, 2));
     let rest = t.pgflow.claim(&q, 10).await.unwrap();
+    assert_eq!(rest.len(), 2);
     let mut seen: Vec<Uuid> = head.iter().chain(&rest).map(|d| d.id).collect();
     seen.sort();
     let mut want = ids.clone();
@@ -276,12 +298,23 @@ async fn mixed_or_broadcast_sends_are_stored_as_rows() {
         .unwrap();
     send_rows(&t.pgflow, &q, &[msg(4), msg(5)]).await;
     assert_eq!(forms(&t.pgflow, &q).await, (0, 6));
+    // A queue without batch storage (the default): rows.
+    let plain = crate::support::queue(&t.pgflow, "plain", 3).await;
+    assert!(!t.pgflow.queue_config(&plain).await.unwrap().batch_storage);
+    t.pgflow
+        .send_batch(&plain, &(0..3).map(msg).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(forms(&t.pgflow, &plain).await, (0, 3));
+    assert!(t.pgflow.queue_config(&q).await.unwrap().batch_storage);
 }
 
 #[tokio::test]
 async fn a_consumer_role_settles_batches_a_producer_role_sent() {
     let t = db().await;
     let q = QueueName::new("proposals_for_consensus_queue").unwrap();
+    let cfg = t.pgflow.queue_config(&q).await.unwrap().batch_storage(true);
+    t.pgflow.create_queue(&cfg).await.unwrap();
     let producer = t.connect_as("singularity").await.unwrap();
     let consumer = t.connect_as("centralcloud").await.unwrap();
     producer
@@ -311,4 +344,67 @@ async fn a_consumer_role_settles_batches_a_producer_role_sent() {
     let others: Vec<_> = whole[1..].iter().map(|d| d.receipt()).collect();
     assert_eq!(consumer.ack_batch(&others).await.unwrap().acked.len(), 2);
     assert_eq!(forms(&t.pgflow, &q).await, (0, 0));
+}
+
+#[tokio::test]
+async fn an_archived_batch_is_seen_by_every_archive_reader_and_pruned() {
+    let t = db().await;
+    let q = queue(&t.pgflow, "archived", 3).await;
+    let trace = Uuid::new_v4();
+    let proposal = Uuid::new_v4();
+    let msgs: Vec<_> = (0..4)
+        .map(|n| {
+            pgflow_core::OutgoingMessage::new(
+                "test",
+                serde_json::json!({ "n": n, "proposal_id": proposal }),
+            )
+            .trace_id(trace)
+        })
+        .collect();
+    let ids = t.pgflow.send_batch(&q, &msgs).await.unwrap();
+    let got = t.pgflow.claim(&q, 10).await.unwrap();
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt()).collect();
+    assert_eq!(t.pgflow.ack_batch(&receipts).await.unwrap().acked.len(), 4);
+    let (rows, batches): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pgflow.archive), (SELECT count(*) FROM pgflow.archive_batches)",
+    )
+    .fetch_one(t.pgflow.pool())
+    .await
+    .unwrap();
+    assert_eq!((rows, batches), (0, 1), "archived as one row");
+
+    let stats = t.pgflow.get_queue_stats(&q).await.unwrap();
+    assert_eq!(stats.processed_last_minute, 4);
+    let archived: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pgflow_messages WHERE queue_name = $1 AND status = 'archived'",
+    )
+    .bind(q.as_str())
+    .fetch_one(t.pgflow.pool())
+    .await
+    .unwrap();
+    assert_eq!(archived, 4);
+    for id in [trace, proposal] {
+        let j = pgflow_core::dashboard::journey::find(&t.pgflow, id)
+            .await
+            .unwrap();
+        let mut hops: Vec<Uuid> = j.hops.iter().map(|h| h.id).collect();
+        hops.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(hops, want, "journey by {id}");
+        assert!(j.hops.iter().all(|h| h.state == "done"));
+    }
+
+    // Pruned by the queue's retention (7 days), counted by messages.
+    assert_eq!(t.pgflow.prune_archive(None).await.unwrap(), 0);
+    sqlx::query("UPDATE pgflow.archive_batches SET archived_at = now() - interval '8 days'")
+        .execute(t.pgflow.pool())
+        .await
+        .unwrap();
+    assert_eq!(t.pgflow.prune_archive(None).await.unwrap(), 4);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pgflow.archived_messages")
+        .fetch_one(t.pgflow.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }

@@ -87,11 +87,11 @@ async fn every_message_is_handled_once_and_acked() {
     assert_eq!((snap.processed, snap.failed, snap.in_flight), (200, 0, 0));
     assert!(snap.last_poll.is_some());
     assert_eq!(
-        count(&t.pgflow, "SELECT count(*) FROM pgflow.messages").await,
+        count(&t.pgflow, "SELECT count(*) FROM pgflow.live_messages").await,
         0
     );
     assert_eq!(
-        count(&t.pgflow, "SELECT count(*) FROM pgflow.archive").await,
+        count(&t.pgflow, "SELECT count(*) FROM pgflow.archived_messages").await,
         200
     );
 }
@@ -118,12 +118,13 @@ async fn fetch_never_exceeds_free_worker_slots() {
             async move {
                 let c = n.fetch_add(1, Ordering::SeqCst) + 1;
                 m.fetch_max(c, Ordering::SeqCst);
-                let leased: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM pgflow.messages WHERE lease = $1")
-                        .bind(d.lease)
-                        .fetch_one(pg.pool())
-                        .await
-                        .unwrap();
+                let leased: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pgflow.live_messages WHERE lease = $1",
+                )
+                .bind(d.lease)
+                .fetch_one(pg.pool())
+                .await
+                .unwrap();
                 l.fetch_max(leased as usize, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 n.fetch_sub(1, Ordering::SeqCst);
@@ -532,11 +533,11 @@ async fn transactional_mode_leaves_no_duplicate_effect_after_a_crash_before_the_
     run.stop().await;
     assert_eq!(count(&t.pgflow, "SELECT count(*) FROM effects").await, 5);
     assert_eq!(
-        count(&t.pgflow, "SELECT count(*) FROM pgflow.messages").await,
+        count(&t.pgflow, "SELECT count(*) FROM pgflow.live_messages").await,
         0
     );
     assert_eq!(
-        count(&t.pgflow, "SELECT count(*) FROM pgflow.archive").await,
+        count(&t.pgflow, "SELECT count(*) FROM pgflow.archived_messages").await,
         5
     );
 }

@@ -129,10 +129,7 @@ async fn ack_archives_or_deletes_by_retention_and_prune_removes_old() {
         .await
         .unwrap();
     for q in [&kept, &gone] {
-        t.pgflow
-            .send_batch(q, &(0..3).map(msg).collect::<Vec<_>>())
-            .await
-            .unwrap();
+        send_rows(&t.pgflow, q, &(0..3).map(msg).collect::<Vec<_>>()).await;
         let got = t.pgflow.claim(q, 10).await.unwrap();
         t.pgflow
             .ack_batch(&got.iter().map(|d| d.receipt()).collect::<Vec<_>>())

@@ -22,7 +22,7 @@ async fn floor(pg: &Pgflow, q: &QueueName) -> i64 {
 
 /// The smallest claim position of the rows still in `q`.
 async fn min_ord(pg: &Pgflow, q: &QueueName) -> Option<i64> {
-    sqlx::query_scalar("SELECT min(ord) FROM pgflow.messages WHERE queue_name = $1")
+    sqlx::query_scalar("SELECT min(ord) FROM pgflow.live_messages WHERE queue_name = $1")
         .bind(q.as_str())
         .fetch_one(pg.pool())
         .await
@@ -182,7 +182,7 @@ async fn concurrent_sends_advances_and_claims_lose_no_message() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pgflow.messages WHERE queue_name = $1")
+            sqlx::query_scalar("SELECT count(*) FROM pgflow.live_messages WHERE queue_name = $1")
                 .bind(q.as_str())
                 .fetch_one(pg.pool())
                 .await

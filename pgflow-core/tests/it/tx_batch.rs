@@ -74,7 +74,13 @@ async fn run_batches(n: i64, fail_n: Option<i64>, done: &str, want: i64) -> Test
 
 #[tokio::test]
 async fn messages_of_a_claim_share_one_transaction_and_one_ack() {
-    let t = run_batches(12, None, "SELECT count(*) FROM pgflow.archive", 12).await;
+    let t = run_batches(
+        12,
+        None,
+        "SELECT count(*) FROM pgflow.archived_messages",
+        12,
+    )
+    .await;
     let pg = &t.pgflow;
     assert_eq!(scalar(pg, "SELECT count(*) FROM effects").await, 12);
     assert_eq!(
@@ -82,7 +88,10 @@ async fn messages_of_a_claim_share_one_transaction_and_one_ack() {
         12,
         "each message's effect once"
     );
-    assert_eq!(scalar(pg, "SELECT count(*) FROM pgflow.messages").await, 0);
+    assert_eq!(
+        scalar(pg, "SELECT count(*) FROM pgflow.live_messages").await,
+        0
+    );
     let transactions = scalar(pg, "SELECT count(DISTINCT txid) FROM effects").await;
     let largest = scalar(
         pg,
@@ -97,7 +106,13 @@ async fn messages_of_a_claim_share_one_transaction_and_one_ack() {
 
 #[tokio::test]
 async fn a_failure_rolls_the_batch_back_and_settles_only_its_own_message() {
-    let t = run_batches(8, Some(3), "SELECT count(*) FROM pgflow.archive", 7).await;
+    let t = run_batches(
+        8,
+        Some(3),
+        "SELECT count(*) FROM pgflow.archived_messages",
+        7,
+    )
+    .await;
     let pg = &t.pgflow;
     // Every other message's effect committed exactly once, the poison
     // message's never; it alone is dead-lettered, with its error.
@@ -118,5 +133,8 @@ async fn a_failure_rolls_the_batch_back_and_settles_only_its_own_message() {
     assert_eq!(dlq.len(), 1);
     assert_eq!(n_of(&dlq[0].payload), 3);
     assert!(dlq[0].error.contains("poison"), "{}", dlq[0].error);
-    assert_eq!(scalar(pg, "SELECT count(*) FROM pgflow.messages").await, 0);
+    assert_eq!(
+        scalar(pg, "SELECT count(*) FROM pgflow.live_messages").await,
+        0
+    );
 }
