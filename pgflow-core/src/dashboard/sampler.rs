@@ -107,6 +107,9 @@ impl History {
 
 type Acked = (String, i64, Option<f64>);
 
+/// How far behind `now` the acked-messages window closes (see [`take`]).
+const ACK_LAG: chrono::Duration = chrono::Duration::milliseconds(500);
+
 /// Takes one sample; `since` is the previous sample's instant.
 pub async fn take(pg: &Pgflow, since: Option<DateTime<Utc>>) -> Result<Sample> {
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
@@ -124,8 +127,11 @@ pub async fn take(pg: &Pgflow, since: Option<DateTime<Utc>>) -> Result<Sample> {
                   WHERE archived_at > $1 AND archived_at <= $2) done
           GROUP BY queue_name",
     )
-    .bind(since)
-    .bind(now)
+    // The window lags by ACK_LAG: an ack's archived_at is its transaction's
+    // start, and a window closed at `now` would never count an ack that
+    // started before `now` and committed after this read.
+    .bind(since - ACK_LAG)
+    .bind(now - ACK_LAG)
     .fetch_all(pg.pool())
     .await?;
     let secs = ((now - since).num_milliseconds() as f64 / 1000.0).max(0.001);

@@ -10,7 +10,8 @@ use sqlx::PgConnection;
 
 use crate::support::{db, msg, queue};
 
-/// The ack's shape (`ack_ctes!`), as a prepared statement on `conn`.
+/// The shape of the row ack in `pgflow.ack` (migrations 13 and 15), as a
+/// prepared statement on `conn`.
 const PREPARE_ACK: &str = "PREPARE ack_plan(uuid[], uuid[]) AS
      DELETE FROM pgflow.messages m
       WHERE m.id = ANY($1::uuid[])
