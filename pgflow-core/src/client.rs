@@ -9,6 +9,7 @@ mod coalesce;
 mod deadlock;
 mod dlq;
 mod floor;
+mod row_sql;
 mod send;
 mod settle;
 mod subscribers;

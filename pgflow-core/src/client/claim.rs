@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
 use super::deadlock::retry_on_deadlock;
-use super::settle::{batches_of, lost, split, AckReport, Failure};
+use super::row_sql::{ACK_CLAIM_ROWS_SQL, CLAIM_ROWS_SQL};
+use super::settle::{batches_of, is_batch_lease, lost, split, AckReport, Failure};
 use super::Pgflow;
 use crate::delivery::{Delivery, Receipt};
 use crate::error::Result;
@@ -82,8 +84,36 @@ impl Pgflow {
         let target = opts.target.as_deref().unwrap_or("");
         self.advance_floor_if_due(queue, target).await?;
         let lease = Uuid::new_v4();
-        let rows: Vec<Delivery> = retry_on_deadlock("claim", || {
-            sqlx::query_as(CLAIM_SQL)
+        let rows = retry_on_deadlock("claim", || {
+            sqlx::query(CLAIM_ROWS_SQL)
+                .bind(queue.as_str())
+                .bind(target)
+                .bind(i64::from(max))
+                .bind(lease)
+                .bind(vt_ms)
+                .fetch_all(&self.queue_pool)
+        })
+        .await?;
+        let read = Claimed::read(&rows)?;
+        let got = if read.batches_waiting {
+            self.claim_fn(queue, target, max, lease, vt_ms).await?
+        } else {
+            read.messages
+        };
+        self.after_claim(queue, got).await
+    }
+
+    /// The claim through `pgflow.claim` (rows and batches).
+    async fn claim_fn(
+        &self,
+        queue: &QueueName,
+        target: &str,
+        max: i32,
+        lease: Uuid,
+        vt_ms: Option<i64>,
+    ) -> Result<Vec<Delivery>> {
+        let rows = retry_on_deadlock("claim", || {
+            sqlx::query(CLAIM_SQL)
                 .bind(queue.as_str())
                 .bind(target)
                 .bind(max)
@@ -92,12 +122,14 @@ impl Pgflow {
                 .fetch_all(&self.queue_pool)
         })
         .await?;
-        self.after_claim(queue, rows).await
+        Ok(Claimed::read(&rows)?.messages)
     }
 
     /// Acks `acks` and claims up to `max` more in one statement (one round
     /// trip and one commit). The ack is fenced exactly like
-    /// [`Pgflow::ack_batch`]; both parts commit or neither does.
+    /// [`Pgflow::ack_batch`]; both parts commit or neither does. (When the
+    /// queue holds batches and none of `acks` is from one, the ack commits
+    /// first and the claim follows in a second call.)
     pub async fn ack_and_claim(
         &self,
         queue: &QueueName,
@@ -121,31 +153,45 @@ impl Pgflow {
         let target = opts.target.as_deref().unwrap_or("");
         self.advance_floor_if_due(queue, target).await?;
         let (ids, leases) = split(acks);
-        let batches = batches_of(&leases);
         let lease = Uuid::new_v4();
-        let rows = retry_on_deadlock("ack_and_claim", || {
-            sqlx::query(ACK_CLAIM_SQL)
-                .bind(queue.as_str())
-                .bind(target)
-                .bind(max)
-                .bind(lease)
-                .bind(vt_ms)
-                .bind(&ids)
-                .bind(&leases)
-                .bind(&batches)
-                .fetch_all(&self.queue_pool)
-        })
-        .await?;
-        let mut acked: Vec<Uuid> = Vec::new();
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(ids) = row.try_get::<Option<Vec<Uuid>>, _>("acked")? {
-                acked = ids;
-            }
-            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
-                claimed.push(Delivery::from_row(row)?);
-            }
-        }
+        let (acked, claimed) = if leases.iter().any(|l| is_batch_lease(*l)) {
+            let batches = batches_of(&leases);
+            let rows = retry_on_deadlock("ack_and_claim", || {
+                sqlx::query(ACK_CLAIM_SQL)
+                    .bind(queue.as_str())
+                    .bind(target)
+                    .bind(max)
+                    .bind(lease)
+                    .bind(vt_ms)
+                    .bind(&ids)
+                    .bind(&leases)
+                    .bind(&batches)
+                    .fetch_all(&self.queue_pool)
+            })
+            .await?;
+            let read = Claimed::read(&rows)?;
+            (read.acked, read.messages)
+        } else {
+            let rows = retry_on_deadlock("ack_and_claim", || {
+                sqlx::query(ACK_CLAIM_ROWS_SQL)
+                    .bind(queue.as_str())
+                    .bind(target)
+                    .bind(i64::from(max))
+                    .bind(lease)
+                    .bind(vt_ms)
+                    .bind(&ids)
+                    .bind(&leases)
+                    .fetch_all(&self.queue_pool)
+            })
+            .await?;
+            let read = Claimed::read(&rows)?;
+            let claimed = if read.batches_waiting {
+                self.claim_fn(queue, target, max, lease, vt_ms).await?
+            } else {
+                read.messages
+            };
+            (read.acked, claimed)
+        };
         let lost = lost(acks, &acked);
         let claimed = self.after_claim(queue, claimed).await?;
         Ok((AckReport { acked, lost }, claimed))
@@ -179,5 +225,46 @@ impl Pgflow {
             rows = ok;
         }
         Ok(rows)
+    }
+}
+
+/// What a claim statement returned: the acked ids (an ack and claim),
+/// whether batches wait (the row statements), the claimed messages.
+#[derive(Debug, Default)]
+struct Claimed {
+    acked: Vec<Uuid>,
+    batches_waiting: bool,
+    messages: Vec<Delivery>,
+}
+
+impl Claimed {
+    fn read(rows: &[PgRow]) -> Result<Self> {
+        let mut out = Claimed {
+            messages: Vec::with_capacity(rows.len()),
+            ..Claimed::default()
+        };
+        for row in rows {
+            if let Some(ids) = optional::<Vec<Uuid>>(row, "acked")? {
+                out.acked = ids;
+            }
+            if let Some(waiting) = optional::<bool>(row, "batches_waiting")? {
+                out.batches_waiting |= waiting;
+            }
+            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+                out.messages.push(Delivery::from_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A column that only some of the statements return, or NULL.
+fn optional<T>(row: &PgRow, column: &str) -> Result<Option<T>>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    match row.try_get::<Option<T>, _>(column) {
+        Err(sqlx::Error::ColumnNotFound(_)) => Ok(None),
+        r => Ok(r?),
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::deadlock::retry_on_deadlock;
+use super::row_sql::{fenced, ACK_ROWS_SQL};
 use super::Pgflow;
 use crate::delivery::Receipt;
 use crate::error::{Error, Result};
@@ -15,34 +16,10 @@ use crate::error::{Error, Result};
 /// Longest error text stored with a message.
 pub const MAX_ERROR_LEN: usize = 8 * 1024;
 
-/// The lease fence of a settle statement on `pgflow.messages m`: the rows
-/// of ids `$ids` still held under the matching lease of `$leases` and not
-/// expired. The rows are found by `id = ANY(ids)`, not by a join with
-/// `unnest(ids, leases)`: a generic plan (made once per connection) of
-/// the join, made while the queue table was nearly empty, hashed the
-/// whole table on every ack however deep the queue grew (25.8 ms per ack
-/// at 300,000 waiting); `= ANY` plans as a primary-key probe whatever the
-/// table's size.
-macro_rules! fenced {
-    ($ids:literal, $leases:literal) => {
-        concat!(
-            "m.id = ANY(",
-            $ids,
-            "::uuid[])
-   AND m.lease = (",
-            $leases,
-            "::uuid[])[array_position(",
-            $ids,
-            "::uuid[], m.id)]
-   AND m.visible_at > now()"
-        )
-    };
-}
-
-/// The ack, of rows and of batches (`pgflow.ack`, migrations 13 and 15): on
-/// the queue pool, and inside a caller's transaction on the caller's
-/// session, where the function's own settings keep its plan from scanning
-/// the table.
+/// The ack of rows and batches (`pgflow.ack`, migrations 13 and 15): on
+/// the queue pool when a lease is a batch's (else [`ACK_ROWS_SQL`]), and
+/// always inside a caller's transaction, on the caller's session, where the
+/// function's own settings keep its plan from scanning the table.
 const ACK_SQL: &str = "SELECT * FROM pgflow.ack($1, $2, $3)";
 
 /// Turns the live batches of these leases into rows that keep the lease
@@ -211,11 +188,15 @@ impl Pgflow {
         let (ids, leases) = split(receipts);
         let batches = batches_of(&leases);
         let acked: Vec<Uuid> = retry_on_deadlock("ack", || {
-            sqlx::query_scalar(ACK_SQL)
-                .bind(&ids)
-                .bind(&leases)
-                .bind(&batches)
-                .fetch_all(&self.queue_pool)
+            let q = if batches.is_empty() {
+                sqlx::query_scalar(ACK_ROWS_SQL).bind(&ids).bind(&leases)
+            } else {
+                sqlx::query_scalar(ACK_SQL)
+                    .bind(&ids)
+                    .bind(&leases)
+                    .bind(&batches)
+            };
+            q.fetch_all(&self.queue_pool)
         })
         .await?;
         let lost = lost(receipts, &acked);

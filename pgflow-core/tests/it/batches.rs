@@ -408,3 +408,35 @@ async fn an_archived_batch_is_seen_by_every_archive_reader_and_pruned() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn an_ack_of_rows_then_claims_the_batches_behind_them() {
+    let t = db().await;
+    let q = queue(&t.pgflow, "behind", 3).await;
+    send_rows(&t.pgflow, &q, &[msg(0), msg(1)]).await;
+    t.pgflow
+        .send_batch(&q, &(2..5).map(msg).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let rows = t.pgflow.claim(&q, 2).await.unwrap();
+    assert_eq!(ns(&rows), vec![0, 1]);
+    // Row receipts: the ack is the single statement, which sees the batch
+    // waiting and leaves the claim to pgflow.claim.
+    let receipts: Vec<_> = rows.iter().map(|d| d.receipt()).collect();
+    let (report, next) = t
+        .pgflow
+        .ack_and_claim(&q, &receipts, 10, &pgflow_core::ClaimOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.acked.len(), 2);
+    assert_eq!(ns(&next), vec![2, 3, 4]);
+    // Batch receipts: through pgflow.claim, which acks the batch whole.
+    let receipts: Vec<_> = next.iter().map(|d| d.receipt()).collect();
+    let (report, rest) = t
+        .pgflow
+        .ack_and_claim(&q, &receipts, 10, &pgflow_core::ClaimOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((report.acked.len(), rest.len()), (3, 0));
+    assert_eq!(forms(&t.pgflow, &q).await, (0, 0));
+}

@@ -71,7 +71,7 @@ async fn an_ack_chosen_as_deadlock_victim_is_run_again() {
     let pg = t.pgflow.clone();
     let ack = tokio::spawn(async move { pg.ack_batch(&receipts).await });
     let mut watcher = PgConnection::connect(&t.url).await.unwrap();
-    wait_for_lock_wait(&mut watcher, "%pgflow.ack(%").await;
+    wait_for_lock_wait(&mut watcher, "%DELETE FROM pgflow.messages%").await;
 
     // ...while the other session now waits for `first`: a cycle. After the
     // queue session's deadlock_timeout PostgreSQL aborts the ack, which
