@@ -46,10 +46,11 @@
 //! that plan each statement once (generic plans), never plan a sequential
 //! scan and never JIT-compile: a plan made while the queue table was small
 //! would otherwise read the whole table once it is deep. Sends and the
-//! caller's own statements ([`Pgflow::pool`]) use the server's settings;
-//! claims and acks are the SQL functions `pgflow.claim` and `pgflow.ack`,
-//! planned the same safe way on any session (an ack inside a caller's
-//! transaction runs on the caller's).
+//! caller's own statements ([`Pgflow::pool`]) use the server's settings.
+//! Claims and acks that involve a batch, and every ack inside a caller's
+//! transaction (on the caller's session), go through the SQL functions
+//! `pgflow.claim` and `pgflow.ack`, planned the same safe way on any
+//! session; the others stay single statements (`client/row_sql.rs`).
 //!
 //! ## Guarantees
 //!
