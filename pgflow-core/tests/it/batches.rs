@@ -440,3 +440,44 @@ async fn an_ack_of_rows_then_claims_the_batches_behind_them() {
     assert_eq!((report.acked.len(), rest.len()), (3, 0));
     assert_eq!(forms(&t.pgflow, &q).await, (0, 0));
 }
+
+#[tokio::test]
+async fn a_batch_keeps_its_payloads_lz4_compressed_live_and_archived() {
+    let t = db().await;
+    let q = queue(&t.pgflow, "compressed", 3).await;
+    let msgs: Vec<_> = (0..100)
+        .map(|n| {
+            pgflow_core::OutgoingMessage::new(
+                "test",
+                serde_json::json!({ "n": n, "agent_type": "BugFixerAgent", "risk_score": 1.0,
+                                    "code_change": {"file": "lib/foo.ex", "change": "x"} }),
+            )
+        })
+        .collect();
+    t.pgflow.send_batch(&q, &msgs).await.unwrap();
+    let (method, stored, raw): (Option<String>, i32, i32) = sqlx::query_as(
+        "SELECT pg_column_compression(payloads), pg_column_size(payloads),
+                octet_length(array_to_string(payloads, ''))
+           FROM pgflow.batches",
+    )
+    .fetch_one(t.pgflow.pool())
+    .await
+    .unwrap();
+    assert_eq!(method.as_deref(), Some("lz4"));
+    assert!(stored * 3 < raw, "{stored} bytes stored for {raw}");
+
+    let got = t.pgflow.claim(&q, 100).await.unwrap();
+    assert_eq!(ns(&got), (0..100).collect::<Vec<_>>());
+    assert!(got
+        .iter()
+        .zip(&msgs)
+        .all(|(d, m)| &d.payload == m.payload()));
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt()).collect();
+    assert_eq!(t.pgflow.ack_batch(&receipts).await.unwrap().acked.len(), 100);
+    let archived: Option<String> =
+        sqlx::query_scalar("SELECT pg_column_compression(payloads) FROM pgflow.archive_batches")
+            .fetch_one(t.pgflow.pool())
+            .await
+            .unwrap();
+    assert_eq!(archived.as_deref(), Some("lz4"));
+}
