@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: in the batched benchmark glibc's
+/// malloc and free took ~11% of the machine's CPU (many small allocations
+/// freed on other threads); mimalloc gave 3-9% more throughput.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = singularity::Cli::parse();
