@@ -4,6 +4,7 @@
 //! `--features bench`.
 
 mod backend;
+mod probe;
 mod report;
 mod runtime;
 mod scenarios;
@@ -144,7 +145,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     )
     .await?;
     pg.migrate().await?;
-    let env = report::Environment::read(&pg, &args, local.is_some()).await?;
+    let mut env = report::Environment::read(&pg, &args, local.is_some()).await?;
+    let before = probe::Probe::run(&pg).await?;
     let figures = async {
         let mut f = if args.suite == Suite::Runtime {
             report::Figures::default()
@@ -160,6 +162,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Ok::<_, Error>(f)
     }
     .await;
+    let after = probe::Probe::run(&pg).await.ok();
+    env.lines.push(probe::line(&before, after.as_ref()));
     pg.close().await;
     admin
         .pool()
