@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::message::MessageType;
+use crate::payload::Payload;
 
 /// Proof of one claim of one message: the message id plus the lease token
 /// of the claim. Settling a message requires a receipt whose lease is still
@@ -41,8 +42,8 @@ pub struct Delivery {
     pub trace_id: Uuid,
     /// Sending instance, if any.
     pub source: Option<String>,
-    /// The JSON payload.
-    pub payload: serde_json::Value,
+    /// The JSON payload (parsed on demand: [`Delivery::decode`]).
+    pub payload: Payload,
     /// Number of times this message has been claimed, this claim included.
     pub attempts: i32,
     /// Retries allowed by the queue (attempts beyond `max_retries + 1` dead-letter).
@@ -68,7 +69,7 @@ impl Delivery {
 
     /// Decodes the payload as `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        Ok(T::deserialize(&self.payload)?)
+        self.payload.decode()
     }
 
     /// True when the envelope `type` is `T`'s.

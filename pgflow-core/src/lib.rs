@@ -76,6 +76,7 @@ pub mod error;
 pub mod local_pg;
 pub mod message;
 pub mod ops;
+pub mod payload;
 pub mod protocol;
 pub mod queue_config;
 pub mod queue_name;
@@ -92,6 +93,7 @@ pub use client::{
 pub use delivery::{Delivery, Receipt};
 pub use error::{Error, Result};
 pub use message::{priority, MessageType, OutgoingMessage};
+pub use payload::Payload;
 pub use queue_config::{DeliveryKind, QueueConfig, RetryPolicy};
 pub use queue_name::QueueName;
 pub use spool::{Published, Publisher, SpoolConfig};

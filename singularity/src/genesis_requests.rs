@@ -274,7 +274,7 @@ pub(crate) struct Finished<'a> {
     /// `completed` or `failed`.
     pub state: RequestState,
     /// The result payload.
-    pub result: &'a serde_json::Value,
+    pub result: &'a pgflow_core::Payload,
     /// Why it failed.
     pub error: Option<&'a str>,
     /// The message that carried the result.

@@ -43,7 +43,10 @@ async fn malformed_and_unknown_messages_are_dead_lettered_and_work_goes_on() {
         1,
     )
     .await;
-    assert_eq!(got[0].payload["proposal_id"], json!(p.proposal_id));
+    assert_eq!(
+        got[0].payload.to_value().unwrap()["proposal_id"],
+        json!(p.proposal_id)
+    );
 
     let dead = wait_for("three dead letters", TIMEOUT, || async {
         let d = h.t.pgflow.list_dlq_messages(None, 10).await.unwrap();

@@ -70,7 +70,7 @@ async fn a_breach_triggers_a_high_priority_rollback_and_health_does_not() {
     assert_eq!(t.reason, RollbackReason::ErrorRateBreach);
     assert_eq!((t.threshold.threshold, t.threshold.actual), (0.10, 0.15));
     assert_eq!(
-        d.payload["threshold"],
+        d.payload.to_value().unwrap()["threshold"],
         serde_json::json!({"threshold": 0.10, "actual": 0.15})
     );
 

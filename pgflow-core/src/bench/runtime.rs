@@ -202,6 +202,12 @@ async fn end_to_end(pg: &Pgflow, url: &str, args: &BenchArgs) -> Result<(Row, u6
     Ok((Row::new(&label, "pgflow runtime", n as usize, secs), rss))
 }
 
+/// What the notify-latency handler reads of its payload.
+#[derive(serde::Deserialize)]
+struct Sent {
+    sent_us: u64,
+}
+
 /// `send_with_notify` → handler start, at `rate` messages per second.
 async fn notify_latency(pg: &Pgflow, rate: u64, secs: u64) -> Result<Row> {
     let q = fresh_queue(pg, "bench_notify").await?;
@@ -216,7 +222,7 @@ async fn notify_latency(pg: &Pgflow, rate: u64, secs: u64) -> Result<Row> {
         handler_fn(move |m| {
             let (l, d) = (l.clone(), d.clone());
             async move {
-                let sent = m.payload["sent_us"].as_u64().unwrap_or_default();
+                let sent = m.decode::<Sent>().map(|s| s.sent_us).unwrap_or_default();
                 if let Ok(mut h) = l.lock() {
                     h.saturating_record(now_us().saturating_sub(sent).max(1));
                 }

@@ -133,7 +133,7 @@ pub(crate) fn decode_as<T: MessageType>(msg: &Delivery) -> Result<T, HandlerErro
             T::SCHEMA_VERSION
         )));
     }
-    T::deserialize(&msg.payload)
+    serde_json::from_str::<T>(msg.payload.get())
         .map_err(|e| HandlerError::fatal(format!("malformed {:?} payload: {e}", T::TYPE)))
 }
 

@@ -27,7 +27,7 @@ fn delivery(msg_type: &str, payload: Value) -> Delivery {
         schema_version: 1,
         trace_id: Uuid::now_v7(),
         source: Some("singularity_1".into()),
-        payload,
+        payload: crate::Payload::from_value(&payload).unwrap(),
         attempts: 1,
         max_retries: 3,
         created_at: Utc::now(),

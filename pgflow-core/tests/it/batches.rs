@@ -473,7 +473,10 @@ async fn a_batch_keeps_its_payloads_lz4_compressed_live_and_archived() {
         .zip(&msgs)
         .all(|(d, m)| &d.payload == m.payload()));
     let receipts: Vec<_> = got.iter().map(|d| d.receipt()).collect();
-    assert_eq!(t.pgflow.ack_batch(&receipts).await.unwrap().acked.len(), 100);
+    assert_eq!(
+        t.pgflow.ack_batch(&receipts).await.unwrap().acked.len(),
+        100
+    );
     let archived: Option<String> =
         sqlx::query_scalar("SELECT pg_column_compression(payloads) FROM pgflow.archive_batches")
             .fetch_one(t.pgflow.pool())

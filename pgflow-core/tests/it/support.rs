@@ -26,9 +26,11 @@ pub fn msg(n: i64) -> OutgoingMessage {
     OutgoingMessage::new("test", serde_json::json!({ "n": n }))
 }
 
-/// The `n` field of a payload.
-pub fn n_of(p: &serde_json::Value) -> i64 {
-    p["n"].as_i64().expect("n")
+/// The `n` field of a payload (a delivery's or a dead letter's).
+pub fn n_of(p: &impl serde::Serialize) -> i64 {
+    serde_json::to_value(p).expect("JSON")["n"]
+        .as_i64()
+        .expect("n")
 }
 
 /// Expires the lease of message `id` by back-dating it (no sleeping). A

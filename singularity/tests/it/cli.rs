@@ -130,7 +130,7 @@ async fn propose_prints_the_ids_and_status_shows_the_proposal() {
         .pop()
         .expect("published with the proposal");
     assert_eq!(d.trace_id, trace);
-    assert_eq!(d.payload["proposal_id"], id.to_string());
+    assert_eq!(d.payload.to_value().unwrap()["proposal_id"], id.to_string());
 
     // A refused proposal: exit 1 with the reason, nothing stored.
     let (code, _, err) = run(
