@@ -8,6 +8,7 @@ use clap::Parser;
 /// mimalloc instead of glibc malloc: in the batched benchmark glibc's
 /// malloc and free took ~11% of the machine's CPU (many small allocations
 /// freed on other threads); mimalloc gave 3-9% more throughput.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -50,6 +50,11 @@ pub struct PgflowOptions {
     pub max_payload_bytes: usize,
     /// Name given to connections (`application_name`), shown in `pg_stat_activity`.
     pub application_name: String,
+    /// A pooled connection idle at least this long is pinged before use
+    /// (one round trip); one used more recently is not (see
+    /// `pool_options`). `Duration::ZERO` pings before every use, sqlx's
+    /// default.
+    pub ping_idle_after: Duration,
 }
 
 impl Default for PgflowOptions {
@@ -59,6 +64,7 @@ impl Default for PgflowOptions {
             acquire_timeout: Duration::from_secs(10),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             application_name: "pgflow".into(),
+            ping_idle_after: PING_IDLE_AFTER,
         }
     }
 }
@@ -108,7 +114,7 @@ impl Pgflow {
             .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
             .map_err(unreachable)?;
         probe.close().await.ok();
-        let pool = pool_options()
+        let pool = pool_options(options.ping_idle_after)
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect);
@@ -129,7 +135,7 @@ impl Pgflow {
             .as_ref()
             .clone()
             .options([("enable_seqscan", "off"), ("jit", "off")]);
-        let queue_pool = pool_options()
+        let queue_pool = pool_options(options.ping_idle_after)
             .max_connections(queue_connections(options.max_connections))
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(queue_connect);
@@ -213,26 +219,32 @@ fn queue_connections(max_connections: u32) -> u32 {
     (max_connections / 4).clamp(2, 16)
 }
 
-/// A pooled connection idle at least this long is pinged before use.
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+/// The default of [`PgflowOptions::ping_idle_after`].
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Pool settings shared by both pools. sqlx pings a connection when it
 /// goes back to the pool and, by default, again when it is taken out: two
 /// extra round trips around each statement. The ping on release stays
 /// (it also clears what an interrupted call left on the connection); the
-/// one on acquire only runs for a connection idle for [`PING_IF_IDLE_FOR`]
-/// or more, whose server may have gone away since. A busy handle then
-/// spends one round trip per statement on pings instead of two (the
-/// batched benchmark: about 13% more throughput). A server restart within
-/// that second surfaces as an I/O error on the next statement, as a
-/// connection lost mid-statement always could; that connection is closed
-/// and the caller retries as it would then.
-fn pool_options() -> PgPoolOptions {
+/// one on acquire only runs for a connection idle for `ping_idle_after` or
+/// more. A busy handle then spends one round trip per statement on pings
+/// instead of two (the batched benchmark: 13-17% more throughput).
+///
+/// The price: a session that ends while its connection sits in the pool
+/// (`pg_terminate_backend`, a failover, a restart) is noticed by the next
+/// statement on it instead of by a ping, if that connection was used
+/// within `ping_idle_after`. That statement fails with a connection error
+/// ([`Error::is_connection`]: the server's "terminating connection" or an
+/// I/O error), the connection is closed, and the next call gets a new one.
+/// Callers already retry such errors (the consumer runtime backs off, the
+/// spool keeps what it could not send); [`Duration::ZERO`] restores a ping
+/// before every use.
+fn pool_options(ping_idle_after: Duration) -> PgPoolOptions {
     PgPoolOptions::new()
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
+        .before_acquire(move |conn, meta| {
             Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE_FOR {
+                if meta.idle_for >= ping_idle_after {
                     conn.ping().await?;
                 }
                 Ok(true)

@@ -19,7 +19,10 @@ use sqlx::{Decode, Encode, Postgres, Type};
 
 use crate::error::Result;
 
-/// A message's JSON payload (valid JSON text, as stored).
+/// A message's JSON payload: valid JSON text as the claim returned it
+/// (`jsonb`'s normalized text for a message stored as a row, the producer's
+/// own text for one claimed from a batch; compare with `==`, which ignores
+/// the difference, not with [`Payload::get`]).
 #[derive(Clone)]
 pub struct Payload(Box<RawValue>);
 
@@ -58,7 +61,7 @@ impl fmt::Display for Payload {
 }
 
 /// Equal when both parse to the same JSON value (key order and spacing
-/// aside: `jsonb` normalizes both).
+/// aside).
 impl PartialEq<serde_json::Value> for Payload {
     fn eq(&self, other: &serde_json::Value) -> bool {
         self.to_value().is_ok_and(|v| &v == other)
@@ -77,7 +80,9 @@ impl PartialEq for Payload {
     }
 }
 
-/// Serialized as the JSON it holds (not as a string).
+/// Serialized as the JSON it holds (not as a string) by serde_json's
+/// serializers (`to_string`, `to_value`, `json!`); other formats see
+/// serde_json's `RawValue` wrapper.
 impl Serialize for Payload {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         self.0.serialize(serializer)

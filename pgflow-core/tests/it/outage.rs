@@ -73,3 +73,68 @@ async fn consumers_back_off_during_an_outage_and_resume_by_themselves() {
     run.await.unwrap().unwrap();
     drop(pg);
 }
+
+/// Sessions the server ends while their connections sit in the pool
+/// (`pg_terminate_backend`, as a failover or restart would). With
+/// `ping_idle_after = 0` every use pings first, so the next call reconnects
+/// unseen. With the default (1 s), a call on a connection used just before
+/// skips the ping and may fail with a connection error; the pool then
+/// drops that connection and the call after it succeeds.
+#[tokio::test]
+async fn sessions_ended_while_pooled_are_replaced() {
+    let t = crate::support::db().await;
+    for (ping_idle_after, always_pinged) in [
+        (Duration::ZERO, true),
+        (pgflow_core::client::PING_IDLE_AFTER, false),
+    ] {
+        let name = format!("pool_ping_{}", ping_idle_after.as_millis());
+        let pg = pgflow_core::Pgflow::connect_with(
+            &t.url,
+            pgflow_core::PgflowOptions {
+                max_connections: 1,
+                application_name: name.clone(),
+                ping_idle_after,
+                ..pgflow_core::PgflowOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let q = queue(&pg, &name, 3).await;
+        pg.send(&q, msg(0)).await.unwrap();
+
+        let sessions = || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(&name)
+            .fetch_one(t.pgflow.pool())
+            .await
+            .unwrap();
+            n
+        };
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&name)
+        .fetch_all(t.pgflow.pool())
+        .await
+        .unwrap();
+        assert!(!ended.is_empty() && ended.iter().all(|e| *e), "{ended:?}");
+        wait_for("the sessions to end", Duration::from_secs(10), || async {
+            (sessions().await == 0).then_some(())
+        })
+        .await;
+
+        match pg.send(&q, msg(1)).await {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(!always_pinged, "a pinged connection was used: {e}");
+                assert!(e.is_connection(), "not a connection error: {e}");
+            }
+        }
+        pg.send(&q, msg(2))
+            .await
+            .expect("the next call gets a new connection");
+        assert!(sessions().await >= 1);
+    }
+}
