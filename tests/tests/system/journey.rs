@@ -96,6 +96,9 @@ impl System {
     async fn propose(&self, instance: &str, file: &str, change: &str, risk: f64) -> (Uuid, Uuid) {
         let url = self.t.url_as("singularity");
         let risk = risk.to_string();
+        // The instance's own workspace (and spool): never a directory
+        // under the test's working directory.
+        let ws = self.workspace(instance).to_string_lossy().to_string();
         let mut p = Service::spawn(
             "singularity",
             &[
@@ -113,6 +116,7 @@ impl System {
             &[
                 ("PGFLOW_DATABASE_URL", url.as_str()),
                 ("INSTANCE_ID", instance),
+                ("SINGULARITY_WORKSPACE", ws.as_str()),
             ],
         );
         let line = p.wait_for_line("\"proposal_id\":", WAIT).await;
