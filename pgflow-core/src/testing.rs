@@ -2,8 +2,9 @@
 //! server (the one `PGFLOW_DATABASE_URL` / `DATABASE_URL` names when it is
 //! reachable, else one private cluster per test process) and a fresh,
 //! migrated database per test, so tests run in parallel without sharing state;
-//! plus [`wait_for`] (poll a condition with a deadline) and [`http_get`] (a
-//! minimal HTTP GET for the ops endpoints).
+//! plus [`wait_for`] (poll a condition with a deadline), [`http_get`] (a
+//! minimal HTTP GET for the ops endpoints) and [`commit_latencies`] (what a
+//! commit costs the server, for the benchmarks' reports).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -206,6 +207,28 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// Times `n` one-row INSERTs on `pool`, each committed alone: what a WAL
+/// flush costs this server now. Uses a table of its own, dropped after.
+/// The benchmarks print it next to their figures.
+pub async fn commit_latencies(pool: &sqlx::PgPool, n: usize) -> Result<Vec<Duration>> {
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS public.pgflow_commit_probe (n bigint)")
+        .execute(pool)
+        .await?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        sqlx::query("INSERT INTO public.pgflow_commit_probe VALUES ($1)")
+            .bind(i as i64)
+            .execute(pool)
+            .await?;
+        out.push(t.elapsed());
+    }
+    sqlx::raw_sql("DROP TABLE public.pgflow_commit_probe")
+        .execute(pool)
+        .await?;
+    Ok(out)
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`.

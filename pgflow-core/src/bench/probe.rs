@@ -9,11 +9,10 @@
 
 use std::time::Instant;
 
-use sqlx::Executor;
-
 use super::backend::payload;
 use crate::client::Pgflow;
 use crate::error::Result;
+use crate::testing::commit_latencies;
 
 /// Payload encodings timed by the CPU probe.
 const ENCODES: usize = 20_000;
@@ -42,23 +41,17 @@ impl Probe {
         let encode_us = start.elapsed().as_secs_f64() * 1e6 / ENCODES as f64;
         std::hint::black_box(bytes);
 
-        let mut conn = pg.pool().acquire().await?;
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_probe (n int)")
-            .await?;
         let mut trips = Vec::with_capacity(TRIPS);
-        let mut commits = Vec::with_capacity(TRIPS);
-        for i in 0..TRIPS {
+        for _ in 0..TRIPS {
             let t = Instant::now();
-            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            sqlx::query("SELECT 1").execute(pg.pool()).await?;
             trips.push(t.elapsed().as_secs_f64() * 1e6);
-            let t = Instant::now();
-            sqlx::query("INSERT INTO bench_probe VALUES ($1)")
-                .bind(i as i32)
-                .execute(&mut *conn)
-                .await?;
-            commits.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        conn.execute("DROP TABLE bench_probe").await?;
+        let mut commits: Vec<f64> = commit_latencies(pg.pool(), TRIPS)
+            .await?
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e6)
+            .collect();
         Ok(Self {
             encode_us,
             round_trip_us: median(&mut trips),

@@ -41,7 +41,7 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::Parser;
 use pgflow_core::local_pg::{LocalPostgres, LocalPostgresOptions};
-use pgflow_core::testing::{with_database, with_user};
+use pgflow_core::testing::{commit_latencies, with_database, with_user};
 use pgflow_core::{Pgflow, PgflowOptions};
 use uuid::Uuid;
 
@@ -153,22 +153,10 @@ async fn run(args: Args) -> Result<()> {
 
 /// The latency of a small committed write: the floor under every hop.
 async fn commit_latency(admin: &Pgflow) -> Result<Pct> {
-    let pool = admin.pool();
-    sqlx::raw_sql("CREATE TABLE public.system_load_probe (id bigint)")
-        .execute(pool)
-        .await?;
     let mut h = new_hist()?;
-    for i in 0..200i64 {
-        let t = Instant::now();
-        sqlx::query("INSERT INTO public.system_load_probe VALUES ($1)")
-            .bind(i)
-            .execute(pool)
-            .await?;
-        h.record(t.elapsed().as_micros() as u64)?;
+    for t in commit_latencies(admin.pool(), 200).await? {
+        h.record(t.as_micros() as u64)?;
     }
-    sqlx::raw_sql("DROP TABLE public.system_load_probe")
-        .execute(pool)
-        .await?;
     pct_of(&h).context("no commit measured")
 }
 
