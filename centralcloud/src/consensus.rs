@@ -150,6 +150,22 @@ pub fn decide(votes: &[CastVote], expected: &[String], quorum: f64, by: DecidedB
     }
 }
 
+/// `rationale` with the voters whose votes were flagged (sent by instances
+/// the proposal did not ask) named, so the result and the journey show them.
+pub fn note_flagged(rationale: String, flagged: &[String]) -> String {
+    if flagged.is_empty() {
+        return rationale;
+    }
+    truncate(
+        format!(
+            "{rationale}; not counted: {} vote(s) from instances not asked to vote ({})",
+            flagged.len(),
+            flagged.join(", ")
+        ),
+        MAX_TEXT_LEN,
+    )
+}
+
 fn list_or_none<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let v: Vec<&str> = items.collect();
     if v.is_empty() {

@@ -26,8 +26,10 @@ pub struct VoteCounts {
     pub approve: i64,
     /// Rejections among them.
     pub reject: i64,
-    /// Votes recorded but not counted (late).
+    /// Votes recorded but not counted (late, or flagged).
     pub not_counted: i64,
+    /// Votes from instances the proposal did not ask (kept, never counted).
+    pub flagged: i64,
 }
 
 /// Pattern totals.
@@ -114,7 +116,8 @@ pub async fn overview(pool: &PgPool) -> Result<Overview> {
         "SELECT count(*) AS total,
                 count(*) FILTER (WHERE vote = 'approve') AS approve,
                 count(*) FILTER (WHERE vote = 'reject') AS reject,
-                count(*) FILTER (WHERE NOT counted) AS not_counted
+                count(*) FILTER (WHERE NOT counted) AS not_counted,
+                count(*) FILTER (WHERE flag IS NOT NULL) AS flagged
            FROM centralcloud.votes",
     )
     .fetch_one(pool)
@@ -164,12 +167,13 @@ pub fn render(o: &Overview) -> String {
     for (status, n) in &o.proposals {
         proposals.add_row(vec![status.clone(), n.to_string()]);
     }
-    let mut votes = table(&["votes", "approve", "reject", "not counted"]);
+    let mut votes = table(&["votes", "approve", "reject", "not counted", "flagged"]);
     votes.add_row(vec![
         o.votes.total.to_string(),
         o.votes.approve.to_string(),
         o.votes.reject.to_string(),
         o.votes.not_counted.to_string(),
+        o.votes.flagged.to_string(),
     ]);
     let mut patterns = table(&["patterns", "reports", "cross-instance", "rules"]);
     patterns.add_row(vec![

@@ -94,8 +94,16 @@ pub struct InitArgs {
     /// PGFLOW_GENESIS_PASSWORD, or from the file named by the same name
     /// with `_FILE` appended (docker secrets). A role whose variables are
     /// unset keeps its password. Passwords are never taken as flags.
+    /// Instances's roles get theirs from PGFLOW_<INSTANCE>_PASSWORD
+    /// (e.g. PGFLOW_SINGULARITY_2_PASSWORD) the same way.
     #[arg(long)]
     pub role_passwords_from_env: bool,
+    /// Create the login role of each instance (comma-separated instance
+    /// ids, e.g. singularity_1,singularity_2), a member of `singularity`:
+    /// each instance logs in as its own role, so the database records who
+    /// sent each message and an instance cannot speak in another's name.
+    #[arg(long, env = "PGFLOW_INSTANCES", value_delimiter = ',')]
+    pub instances: Vec<String>,
 }
 
 /// Arguments of `pgflow send`.
@@ -260,8 +268,16 @@ async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> 
             pg.migrate().await?;
             let n = pg.list_queue_configs().await?.len();
             let mut message = format!("schema is up to date; {n} queues");
+            let created = roles::ensure_instance_roles(pg.pool(), &args.instances).await?;
+            if !args.instances.is_empty() {
+                message.push_str(&format!(
+                    "; instance roles {} ({} created)",
+                    args.instances.join(", "),
+                    created.len()
+                ));
+            }
             if args.role_passwords_from_env {
-                let set = roles::set_passwords_from_env(pg.pool()).await?;
+                let set = roles::set_passwords_from_env(pg.pool(), &args.instances).await?;
                 message.push_str(&if set.is_empty() {
                     "; no role password variable set, role passwords unchanged".to_string()
                 } else {

@@ -31,6 +31,7 @@ pub mod guardian;
 pub mod learning;
 pub mod proposal;
 pub mod queues;
+pub mod sender;
 pub mod validate;
 
 #[cfg(test)]
@@ -58,12 +59,16 @@ pub use validate::{Validate, ValidationError};
 /// Every failure is fatal (no retry can fix the payload), with the reason:
 /// a message of another `type`, a schema version newer than `T`'s, a payload
 /// that does not decode (missing field, wrong type), or one that fails
-/// [`Validate`].
+/// [`Validate`], or one that speaks for an instance
+/// ([`Validate::speaker`]) that did not send it ([`sender::verify`]).
 pub fn decode<T: MessageType + Validate>(d: &Delivery) -> Result<T, HandlerError> {
     let payload = crate::consumer::decode_as::<T>(d)?;
     payload
         .validate()
         .map_err(|e| HandlerError::fatal(format!("invalid {:?} payload: {e}", T::TYPE)))?;
+    if let Some(speaker) = payload.speaker() {
+        sender::verify(d, speaker)?;
+    }
     Ok(payload)
 }
 

@@ -124,6 +124,18 @@ impl TestDb {
         Pgflow::connect(&self.url_as(role)).await
     }
 
+    /// This database's URL for logging in as instance `id`'s own role
+    /// (created when missing, a member of `group`, e.g. `singularity`):
+    /// what an instance sends is then recorded as sent by `id`.
+    pub async fn instance_url(&self, id: &str, group: &str) -> Result<String> {
+        sqlx::query("SELECT pgflow.ensure_member_role($1, $2)")
+            .bind(id)
+            .bind(group)
+            .execute(self.pgflow.pool())
+            .await?;
+        Ok(self.url_as(id))
+    }
+
     /// Creates a database on the shared server and migrates it.
     pub async fn new() -> Result<Self> {
         let server = server().await?;

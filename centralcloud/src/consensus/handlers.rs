@@ -82,6 +82,10 @@ async fn record_proposal(
     Ok(())
 }
 
+/// The flag of a vote from an instance that is not among the proposal's
+/// expected voters: kept, never counted.
+pub const NOT_ASKED: &str = "not an expected voter";
+
 /// Records a vote and decides the proposal when the vote completes it (or
 /// arrives past the deadline).
 pub struct VoteHandler(pub(crate) Arc<Ctx>);
@@ -113,14 +117,20 @@ async fn count_vote(
         tracing::debug!(proposal_trace_id = %p.trace_id, "vote carries another trace id than its proposal");
     }
     let in_time = msg.created_at <= p.deadline;
-    let counted = p.is_collecting() && in_time;
+    let expected = p.expected_voters.contains(&v.instance_id);
+    let flag = (!expected).then_some(NOT_ASKED);
+    let counted = p.is_collecting() && in_time && expected;
     let store::VoteRecorded {
         inserted,
         counted: voted,
-    } = store::insert_vote(tx, v, msg, counted).await?;
+    } = store::insert_vote(tx, v, msg, counted, flag).await?;
     let vote = crate::consensus::vote_str(v.vote);
     if !inserted {
         tracing::info!(proposal_id = %p.proposal_id, voter = %v.instance_id, "voter already voted; vote ignored");
+    } else if !expected {
+        metrics::counter!("centralcloud_votes_flagged_total").increment(1);
+        tracing::warn!(proposal_id = %p.proposal_id, voter = %v.instance_id, vote, expected = ?p.expected_voters, "vote from an instance not asked to vote; recorded and flagged, not counted");
+        return Ok(());
     } else if !p.is_collecting() {
         tracing::info!(proposal_id = %p.proposal_id, voter = %v.instance_id, vote, status = %p.status, "vote after the decision; recorded, not counted");
         return Ok(());

@@ -160,19 +160,22 @@ pub struct VoteRecorded {
 
 /// Records a vote and reads the proposal's counted votes, in one statement
 /// (run after [`lock_proposal`], so that every vote committed before the
-/// lock was granted is in its snapshot).
+/// lock was granted is in its snapshot). A `flag` (why the vote is kept but
+/// never counted) implies `counted` false.
 pub async fn insert_vote(
     conn: &mut PgConnection,
     v: &ConsensusVote,
     msg: &Delivery,
     counted: bool,
+    flag: Option<&str>,
 ) -> Result<VoteRecorded> {
     let (inserted, voters, votes, reasons): (bool, Vec<String>, Vec<String>, Vec<String>) =
         sqlx::query_as(
             "WITH ins AS (
                  INSERT INTO centralcloud.votes
-                     (proposal_id, voter, vote, reason, counted, trace_id, message_id, sent_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     (proposal_id, voter, vote, reason, counted, trace_id, message_id, sent_at,
+                      flag)
+                 VALUES ($1, $2, $3, $4, $5 AND $9::text IS NULL, $6, $7, $8, $9)
                  ON CONFLICT (proposal_id, voter) DO NOTHING
                  RETURNING voter, vote, reason, counted)
              SELECT EXISTS (SELECT 1 FROM ins),
@@ -192,6 +195,7 @@ pub async fn insert_vote(
         .bind(msg.trace_id)
         .bind(msg.id)
         .bind(msg.created_at)
+        .bind(flag)
         .fetch_one(&mut *conn)
         .await?;
     let counted = voters
@@ -230,6 +234,17 @@ pub async fn counted_votes(conn: &mut PgConnection, id: Uuid) -> Result<Vec<Cast
         .collect())
 }
 
+/// The voters of `id` whose votes were kept but flagged (never counted).
+pub async fn flagged_voters(conn: &mut PgConnection, id: Uuid) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT voter FROM centralcloud.votes
+          WHERE proposal_id = $1 AND flag IS NOT NULL ORDER BY voter",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
 /// Decides `p` (whose row the caller holds locked) on its counted votes
 /// (read here) and sends the result to the proposing instance, in the
 /// caller's transaction. Returns `None` when the proposal was already
@@ -253,7 +268,9 @@ pub async fn finalize_on(
     by: DecidedBy,
     votes: &[CastVote],
 ) -> Result<Option<Decision>> {
-    let decision = decide(votes, &p.expected_voters, p.quorum, by);
+    let mut decision = decide(votes, &p.expected_voters, p.quorum, by);
+    let flagged = flagged_voters(conn, p.proposal_id).await?;
+    decision.rationale = super::note_flagged(std::mem::take(&mut decision.rationale), &flagged);
     let result = ConsensusResult {
         proposal_id: p.proposal_id,
         instance_id: p.instance_id.clone(),

@@ -45,7 +45,8 @@ pub async fn report(h: &Harness, m: &ExecutionMetrics) -> Uuid {
         .unwrap()
         .trace_id(trace)
         .source(&m.instance_id);
-    h.sing
+    h.instance(&m.instance_id)
+        .await
         .send_with_notify(&q(queues::METRICS_TO_GUARDIAN), msg)
         .await
         .unwrap();

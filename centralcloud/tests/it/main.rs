@@ -10,4 +10,5 @@ mod dlq;
 mod guardian;
 mod learning;
 mod patterns;
+mod senders;
 mod support;

@@ -29,7 +29,8 @@ pub async fn report(h: &Harness, p: &PatternDiscovered) {
         .unwrap()
         .trace_id(Uuid::now_v7())
         .source(&p.instance_id);
-    h.sing
+    h.instance(&p.instance_id)
+        .await
         .send_with_notify(&q(queues::PATTERNS_FOR_AGGREGATOR), msg)
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! The test harness: a fresh database per test, the engine running
 //! in-process as role `centralcloud`, and the singularity side played
-//! through the queues as role `singularity`.
+//! through the queues: each instance sends as its own role (so the
+//! database records it as the sender), claims as role `singularity`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +69,8 @@ pub struct Harness {
     pub cc: Pgflow,
     /// Logged in as `singularity`.
     pub sing: Pgflow,
+    /// Logged in as each instance's own role, by instance id.
+    instances: tokio::sync::Mutex<std::collections::HashMap<String, Pgflow>>,
     /// The engines' `/status` boards.
     pub boards: Vec<Arc<StatusBoard>>,
     settings: Settings,
@@ -91,6 +94,7 @@ impl Harness {
             t,
             cc,
             sing,
+            instances: Default::default(),
             boards: Vec::new(),
             settings,
             stop: CancellationToken::new(),
@@ -137,6 +141,24 @@ impl Harness {
         }
     }
 
+    /// A handle logged in as instance `id`'s own role: what it sends is
+    /// recorded as sent by `id` (migration 17).
+    pub async fn instance(&self, id: &str) -> Pgflow {
+        let mut known = self.instances.lock().await;
+        if let Some(pg) = known.get(id) {
+            return pg.clone();
+        }
+        let url = self.t.instance_url(id, "singularity").await.unwrap();
+        let opts = PgflowOptions {
+            max_connections: 2,
+            application_name: id.to_string(),
+            ..PgflowOptions::default()
+        };
+        let pg = Pgflow::connect_with(&url, opts).await.unwrap();
+        known.insert(id.to_string(), pg.clone());
+        pg
+    }
+
     /// Sends `p` for consensus as its instance would; returns the trace id.
     pub async fn propose(&self, p: &ProposalForConsensus) -> Uuid {
         let trace = Uuid::now_v7();
@@ -144,7 +166,8 @@ impl Harness {
             .unwrap()
             .trace_id(trace)
             .source(&p.instance_id);
-        self.sing
+        self.instance(&p.instance_id)
+            .await
             .send_with_notify(&q(queues::PROPOSALS_FOR_CONSENSUS), msg)
             .await
             .unwrap();
@@ -160,7 +183,8 @@ impl Harness {
             reason: format!("{voter} checked the change"),
         };
         let msg = protocol::encode(&v).unwrap().trace_id(trace).source(voter);
-        self.sing
+        self.instance(voter)
+            .await
             .send_with_notify(&q(queues::CONSENSUS_VOTES), msg)
             .await
             .unwrap();

@@ -71,7 +71,9 @@ impl Harness {
     /// A fresh database, nobody consuming.
     pub async fn without_genesis() -> Self {
         let t = TestDb::new().await.unwrap();
-        let singularity = t.connect_as("singularity").await.unwrap();
+        // Requests speak for ME: they are sent as ME's own role.
+        let url = t.instance_url(ME, "singularity").await.unwrap();
+        let singularity = Pgflow::connect(&url).await.unwrap();
         Self {
             t,
             singularity,

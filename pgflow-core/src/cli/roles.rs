@@ -34,6 +34,29 @@ use crate::error::{Error, Result};
 /// The service roles the migrations create.
 pub const SERVICE_ROLES: [&str; 3] = ["singularity", "centralcloud", "genesis"];
 
+/// The service role whose members are the instances: each instance logs in
+/// as its own role, named by its instance id and member of this one, so the
+/// database records it as the sender of what it sends (migration 17).
+pub const INSTANCE_GROUP: &str = "singularity";
+
+/// Creates the LOGIN role of each instance in `instances` (a member of
+/// [`INSTANCE_GROUP`]) that is missing; returns those created. An instance
+/// id must be a valid role name (`[a-z][a-z0-9_]{0,62}`).
+pub async fn ensure_instance_roles(pool: &PgPool, instances: &[String]) -> Result<Vec<String>> {
+    let mut created = Vec::new();
+    for id in instances {
+        let new: bool = sqlx::query_scalar("SELECT pgflow.ensure_member_role($1, $2)")
+            .bind(id)
+            .bind(INSTANCE_GROUP)
+            .fetch_one(pool)
+            .await?;
+        if new {
+            created.push(id.clone());
+        }
+    }
+    Ok(created)
+}
+
 /// The variable holding `role`'s password: `PGFLOW_<ROLE>_PASSWORD`.
 pub fn password_var(role: &str) -> String {
     format!("PGFLOW_{}_PASSWORD", role.to_ascii_uppercase())
@@ -150,9 +173,15 @@ pub async fn set_passwords(pool: &PgPool, passwords: &[RolePassword]) -> Result<
 }
 
 /// `pgflow init --role-passwords-from-env`: sets the passwords of the
-/// service roles whose variables are set, and returns those roles' names.
-pub async fn set_passwords_from_env(pool: &PgPool) -> Result<Vec<String>> {
-    let passwords = passwords_from(&SERVICE_ROLES, |name| std::env::var(name).ok())?;
+/// service roles and of the `instances`' roles whose variables are set, and
+/// returns those roles' names.
+pub async fn set_passwords_from_env(pool: &PgPool, instances: &[String]) -> Result<Vec<String>> {
+    let roles: Vec<&str> = SERVICE_ROLES
+        .iter()
+        .copied()
+        .chain(instances.iter().map(String::as_str))
+        .collect();
+    let passwords = passwords_from(&roles, |name| std::env::var(name).ok())?;
     set_passwords(pool, &passwords).await?;
     Ok(passwords.into_iter().map(|p| p.role).collect())
 }

@@ -7,7 +7,8 @@
 //! * The service binaries are those next to the running `pgflow`
 //!   executable (build the workspace: `cargo build --release --workspace`).
 //! * Each service logs in as its role: the URL's user is replaced by
-//!   `singularity`, `centralcloud` or `genesis` (host, port, database and
+//!   `centralcloud`, `genesis` or the instance's own role (`singularity_2`,
+//!   created here, a member of `singularity`) (host, port, database and
 //!   options kept). The roles have no password: on a user-supplied server
 //!   they need a password (put it in `~/.pgpass` / `PGPASSFILE`) or trust
 //!   authentication for them; the private PostgreSQL uses trust.
@@ -169,6 +170,11 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The id (and login role) of the `i`-th instance, from 1.
+fn instance_id(i: usize) -> String {
+    format!("singularity_{i}")
+}
+
 fn specs(url: &str, dir: &Path, bins: &(PathBuf, PathBuf, PathBuf), n: usize) -> Vec<procs::Spec> {
     let common = |role: &str| {
         let mut e = env(&[
@@ -205,7 +211,7 @@ fn specs(url: &str, dir: &Path, bins: &(PathBuf, PathBuf, PathBuf), n: usize) ->
         },
     ];
     for i in 1..=n {
-        let id = format!("singularity_{i}");
+        let id = instance_id(i);
         let ws = dir
             .join("workspaces")
             .join(&id)
@@ -215,7 +221,7 @@ fn specs(url: &str, dir: &Path, bins: &(PathBuf, PathBuf, PathBuf), n: usize) ->
             name: id.clone(),
             program: bins.2.clone(),
             env: [
-                common("singularity"),
+                common(&id),
                 env(&[
                     ("INSTANCE_ID", &id),
                     ("SINGULARITY_WORKSPACE", &ws),
@@ -241,6 +247,8 @@ async fn run_with_db(
 ) -> Result<()> {
     let pg = Pgflow::connect(url).await?;
     pg.migrate().await?;
+    let instance_ids: Vec<String> = (1..=args.instances).map(instance_id).collect();
+    super::roles::ensure_instance_roles(pg.pool(), &instance_ids).await?;
     let stop = CancellationToken::new();
     let mut procs: Vec<procs::Supervised> = Vec::new();
     let mut dir = None;
@@ -450,7 +458,7 @@ mod tests {
         );
         assert_eq!(
             get(&specs[3], "PGFLOW_DATABASE_URL").as_deref(),
-            Some("postgres://singularity@db.example:5433/queues?sslmode=require")
+            Some("postgres://singularity_2@db.example:5433/queues?sslmode=require")
         );
         assert_eq!(
             get(&specs[3], "INSTANCE_ID").as_deref(),

@@ -61,7 +61,8 @@ macro_rules! batch_sql {
         concat!(
             r#"
 WITH q AS (
-    SELECT queue_name, delivery = 'broadcast' OR NOT batch_storage AS as_rows
+    SELECT queue_name, delivery = 'broadcast' OR NOT batch_storage AS as_rows,
+           pgflow.default_source() AS default_source
       FROM pgflow.queues WHERE queue_name = $1
 ), live AS (
     SELECT EXISTS (SELECT 1 FROM pgflow.messages m WHERE m.id = ANY($3::uuid[])) AS yes
@@ -75,7 +76,10 @@ WITH q AS (
          trace_ids, sources, payloads)
     SELECT $10, q.queue_name, $2, $4,
            ((32767 - $4::int2)::bigint << 47) | s.seqs[1], cardinality($3::uuid[]), $3, s.seqs,
-           $5, $6, $7, $8, $9::text[]::json[]
+           $5, $6, $7,
+           ARRAY(SELECT coalesce(x.source, q.default_source)
+                   FROM unnest($8::text[]) WITH ORDINALITY AS x(source, k) ORDER BY x.k),
+           $9::text[]::json[]
       FROM q, s, live
      WHERE NOT q.as_rows AND NOT live.yes
     ON CONFLICT (batch_key) DO NOTHING

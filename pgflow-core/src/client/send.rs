@@ -20,13 +20,15 @@ use crate::queue_name::QueueName;
 /// and only a key collision sends the batch again with it. On a broadcast
 /// queue a message without a target becomes one copy per live subscriber,
 /// addressed to it, with an id derived from the message id and the
-/// subscriber (so a replay stays idempotent there too).
+/// subscriber (so a replay stays idempotent there too). A message without a
+/// source gets `pgflow.default_source()` (the login role; migration 17).
 macro_rules! insert_cte {
     ($conflict:literal) => {
         concat!(
             r#"
 WITH q AS (
-    SELECT queue_name, delivery = 'broadcast' AS fan_out, subscriber_ttl_ms
+    SELECT queue_name, delivery = 'broadcast' AS fan_out, subscriber_ttl_ms,
+           pgflow.default_source() AS default_source
       FROM pgflow.queues WHERE queue_name = $1
 ), u AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::int4[], $7::uuid[],
@@ -47,7 +49,7 @@ WITH q AS (
     INSERT INTO pgflow.messages
         (id, queue_name, target, priority, msg_type, schema_version, trace_id, source, payload, visible_at)
     SELECT r.row_id, q.queue_name, r.row_target, r.priority, r.msg_type, r.schema_version,
-           r.trace_id, r.source, r.payload,
+           r.trace_id, coalesce(r.source, q.default_source), r.payload,
            CASE WHEN r.delay_ms > 0 THEN now() + r.delay_ms * interval '1 millisecond' ELSE now() END
       FROM r, q
      ORDER BY r.ord, r.row_target

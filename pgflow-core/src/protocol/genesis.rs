@@ -100,6 +100,10 @@ impl Validate for GenesisRuleUpdate {
         }
         validate::unit_interval("confidence", self.confidence)
     }
+
+    fn speaker(&self) -> Option<&str> {
+        Some(&self.instance_id)
+    }
 }
 
 /// The outcome of a rule update (`genesis_rule_updates_results`, targeted
@@ -188,6 +192,10 @@ impl Validate for GenesisLlmConfigUpdate {
         }
         Ok(())
     }
+
+    fn speaker(&self) -> Option<&str> {
+        Some(&self.instance_id)
+    }
 }
 
 /// The outcome of an LLM-config update
@@ -275,6 +283,10 @@ impl Validate for CodeExecutionRequest {
             validate::name("instance_id", instance)?;
         }
         Ok(())
+    }
+
+    fn speaker(&self) -> Option<&str> {
+        self.instance_id.as_deref()
     }
 }
 

@@ -86,6 +86,10 @@ impl Validate for ExecutionMetrics {
             .validate()
             .map_err(|e| e.within("metrics_after"))
     }
+
+    fn speaker(&self) -> Option<&str> {
+        Some(&self.instance_id)
+    }
 }
 
 /// Which safety-profile threshold was breached.

@@ -74,6 +74,10 @@ impl Validate for PatternDiscovered {
         validate::unit_interval("success_rate", self.success_rate)?;
         validate::name("agent_type", &self.agent_type)
     }
+
+    fn speaker(&self) -> Option<&str> {
+        Some(&self.instance_id)
+    }
 }
 
 /// A pass of the learning loop finished (`learning_loop_completed_queue`,

@@ -126,6 +126,10 @@ impl Validate for ProposalForConsensus {
             .validate()
             .map_err(|e| e.within("safety_profile"))
     }
+
+    fn speaker(&self) -> Option<&str> {
+        Some(&self.instance_id)
+    }
 }
 
 /// CentralCloud asks every live instance to vote on a proposal
@@ -198,6 +202,10 @@ impl Validate for ConsensusVote {
     fn validate(&self) -> Check {
         validate::name("instance_id", &self.instance_id)?;
         validate::text("reason", &self.reason)
+    }
+
+    fn speaker(&self) -> Option<&str> {
+        Some(&self.instance_id)
     }
 }
 
@@ -279,5 +287,9 @@ impl Validate for ProposalForExecution {
         self.code_change
             .validate()
             .map_err(|e| e.within("code_change"))
+    }
+
+    fn speaker(&self) -> Option<&str> {
+        Some(&self.instance_id)
     }
 }

@@ -66,6 +66,15 @@ pub trait Validate {
     /// Ok when every field is within the protocol's rules, or the first
     /// field that is not, with the reason.
     fn validate(&self) -> Result<(), ValidationError>;
+
+    /// The instance this message speaks for, when it names its own sender
+    /// (a vote's voter, a proposal's proposer, a request's requester):
+    /// [`decode`](super::decode) accepts it only when the database recorded
+    /// that instance as its source ([`super::sender`]). `None` for messages
+    /// that name an instance as their subject or target.
+    fn speaker(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The result of one field check.
