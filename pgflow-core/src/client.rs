@@ -203,6 +203,15 @@ impl Pgflow {
         }
     }
 
+    /// The source the database records on what this handle sends without
+    /// naming one: its login role, or `operator:<login>` for an unrestricted
+    /// session (migration 17; [`crate::protocol::sender`]).
+    pub async fn default_source(&self) -> Result<String> {
+        Ok(sqlx::query_scalar("SELECT pgflow.default_source()")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -81,6 +81,7 @@ impl Singularity {
         let rt = ServiceRuntime::start("singularity", &db, http, shutdown.clone()).await?;
         let pg = rt.pgflow().clone();
         let inst = Arc::new(Instance::new(pg.clone(), args)?);
+        check_login(&pg, &inst.id).await?;
         for q in [&inst.queues.vote_requests, &inst.queues.profiles] {
             pg.register_subscriber(q, &inst.id).await?;
         }
@@ -222,6 +223,22 @@ impl Singularity {
             )))),
         }
     }
+}
+
+/// Refuses to start an instance whose database login cannot speak for it:
+/// the database records what it sends as sent by its login role, and the
+/// other services refuse messages in its name from anyone else (only an
+/// operator's unrestricted login may run any instance).
+async fn check_login(pg: &pgflow_core::Pgflow, instance: &str) -> Result<()> {
+    let sender = pg.default_source().await?;
+    if sender == instance || sender.starts_with(pgflow_core::protocol::sender::OPERATOR_PREFIX) {
+        return Ok(());
+    }
+    Err(crate::error::Error::Config(format!(
+        "instance {instance} logs in to the database as role {sender:?}: each instance logs in \
+         as its own role, named by its instance id (create it with `pgflow init --instances \
+         {instance}`, and put its user in PGFLOW_DATABASE_URL)"
+    )))
 }
 
 /// Connections the workers can hold at once: one transaction per handler

@@ -15,8 +15,14 @@ use crate::message::priority;
 const T0: &str = "2025-10-31T12:00:00Z";
 const PROPOSAL: &str = "123e4567-e89b-12d3-a456-426614174000";
 
-/// A delivery of `payload` as a message of `msg_type`, version 1.
+/// A delivery of `payload` as a message of `msg_type`, version 1, sent by
+/// an operator (trusted to speak for any instance).
 fn delivery(msg_type: &str, payload: Value) -> Delivery {
+    from("operator:postgres", msg_type, payload)
+}
+
+/// A delivery of `payload` as a message of `msg_type` recorded as sent by `source`.
+fn from(source: &str, msg_type: &str, payload: Value) -> Delivery {
     Delivery {
         id: Uuid::now_v7(),
         seq: 1,
@@ -26,7 +32,7 @@ fn delivery(msg_type: &str, payload: Value) -> Delivery {
         msg_type: msg_type.into(),
         schema_version: 1,
         trace_id: Uuid::now_v7(),
-        source: Some("singularity_1".into()),
+        source: Some(source.into()),
         payload: crate::Payload::from_value(&payload).unwrap(),
         attempts: 1,
         max_retries: 3,
@@ -521,4 +527,36 @@ fn encode_validates_and_sets_the_route_priority() {
         err.to_string().contains("reason: must not be empty"),
         "{err}"
     );
+}
+
+#[test]
+fn a_message_speaking_for_an_instance_must_come_from_it_or_an_operator() {
+    let p = proposal_example(); // speaks for singularity_1
+    let ok: Result<ProposalForConsensus, _> =
+        decode(&from("singularity_1", "proposal_for_consensus", p.clone()));
+    assert!(ok.is_ok(), "{ok:?}");
+    let by_operator: Result<ProposalForConsensus, _> =
+        decode(&from("operator:admin", "proposal_for_consensus", p.clone()));
+    assert!(by_operator.is_ok(), "{by_operator:?}");
+    for wrong in ["singularity_2", "singularity", "operator"] {
+        let err = decode::<ProposalForConsensus>(&from(wrong, "proposal_for_consensus", p.clone()))
+            .expect_err(wrong);
+        assert!(err.is_fatal(), "{err}");
+        assert!(err.to_string().contains("sender mismatch"), "{err}");
+    }
+    let mut none = from("x", "proposal_for_consensus", p);
+    none.source = None;
+    let err = decode::<ProposalForConsensus>(&none).expect_err("no source");
+    assert!(err.to_string().contains("no recorded source"), "{err}");
+}
+
+#[test]
+fn a_message_about_an_instance_needs_no_particular_sender() {
+    // A consensus result names its proposer as the subject, not the sender.
+    let r: Result<ConsensusResult, _> = decode(&from(
+        "centralcloud",
+        "consensus_result",
+        consensus_result_example(),
+    ));
+    assert!(r.is_ok(), "{r:?}");
 }

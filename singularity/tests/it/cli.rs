@@ -77,7 +77,10 @@ fn missing_database_url_is_a_usage_error() {
 #[tokio::test]
 async fn propose_prints_the_ids_and_status_shows_the_proposal() {
     let t = TestDb::new().await.unwrap();
-    let url = t.url_as("singularity");
+    let url = t
+        .instance_url("singularity_3", "singularity")
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let content = dir.path().join("change.rs");
     std::fs::write(&content, "fn from_file() {}\n").unwrap();

@@ -19,7 +19,7 @@ const ME: &str = "singularity_3";
 #[tokio::test]
 async fn genesis_commands_send_requests_and_print_their_ids() {
     let t = TestDb::new().await.unwrap();
-    let url = t.url_as("singularity");
+    let url = t.instance_url(ME, "singularity").await.unwrap();
     let genesis = t.connect_as("genesis").await.unwrap();
     outcomes(&t, ME, "BugFixerAgent", &["a.rs"], 4, 1).await; // 0.8
     outcomes(&t, ME, "RefactoringAgent", &["b.ex"], 1, 1).await; // 0.5

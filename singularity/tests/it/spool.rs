@@ -34,7 +34,11 @@ fn unreachable() -> Pgflow {
 #[tokio::test]
 async fn proposals_made_during_an_outage_are_spooled_then_submitted_in_order_once() {
     let t = TestDb::new().await.unwrap();
-    let pg = t.connect_as("singularity").await.unwrap();
+    let url = t
+        .instance_url("singularity_1", "singularity")
+        .await
+        .unwrap();
+    let pg = Pgflow::connect(&url).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("ws.spool");
     let dead = unreachable();

@@ -35,7 +35,7 @@ pub struct Env {
     pub t: TestDb,
     /// CentralCloud's handle (role `centralcloud`).
     pub cc: Pgflow,
-    /// A handle as role `singularity` (the service's own rights).
+    /// A handle as the instance's own role (a member of `singularity`).
     pub sing: Pgflow,
     /// The workspace directory's parent (the workspace is `dir/ws`).
     pub dir: tempfile::TempDir,
@@ -74,7 +74,11 @@ impl Env {
         let mut args = test_args("singularity_1", &dir.path().join("ws"));
         tweak(&mut args);
         let db = DatabaseArgs {
-            database_url: t.url_as("singularity"),
+            // The instance logs in as its own role.
+            database_url: t
+                .instance_url("singularity_1", "singularity")
+                .await
+                .unwrap(),
             pool_size: 10,
         };
         let http = HttpArgs {
@@ -90,7 +94,10 @@ impl Env {
         let addr = service.http_addr();
         let task = tokio::spawn(service.run_until_shutdown());
         let cc = t.connect_as("centralcloud").await.unwrap();
-        let sing = t.connect_as("singularity").await.unwrap();
+        // What the test sends in the instance's name, it sends as the instance's role.
+        let sing = Pgflow::connect(&t.instance_url(&inst.id, "singularity").await.unwrap())
+            .await
+            .unwrap();
         Self {
             cc,
             sing,

@@ -355,7 +355,13 @@ async fn start(
         let id = format!("singularity_{i}");
         let ws = scratch.join("workspaces").join(&id);
         std::fs::create_dir_all(&ws)?;
-        let mut env = common(with_user(db_url, "singularity"));
+        // Each instance logs in as its own role (a member of `singularity`).
+        sqlx::query("SELECT pgflow.ensure_member_role($1, 'singularity')")
+            .bind(&id)
+            .execute(admin.pool())
+            .await
+            .context("creating the instance's role")?;
+        let mut env = common(with_user(db_url, &id));
         env.extend([
             ("INSTANCE_ID".into(), id.clone()),
             (

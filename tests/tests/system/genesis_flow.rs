@@ -81,7 +81,9 @@ async fn seed_000_scenarios_through_the_binaries() {
     let (cc_url, gen_url, sing_url) = (
         t.url_as("centralcloud"),
         t.url_as("genesis"),
-        t.url_as("singularity"),
+        t.instance_url("singularity_1", "singularity")
+            .await
+            .unwrap(),
     );
     let ws = tempfile::tempdir().unwrap();
     let ws_path = ws.path().to_string_lossy().to_string();

@@ -39,9 +39,10 @@ impl System {
         );
         centralcloud.wait_for_line("centralcloud ready", WAIT).await;
         let workspaces = tempfile::tempdir().unwrap();
-        let sing_url = t.url_as("singularity");
         let mut instances = Vec::new();
         for id in INSTANCES {
+            // Each instance logs in as its own role.
+            let sing_url = t.instance_url(id, "singularity").await.unwrap();
             let ws = workspaces.path().join(id);
             std::fs::create_dir_all(&ws).unwrap();
             let ws = ws.to_string_lossy().to_string();
@@ -94,7 +95,7 @@ impl System {
 
     /// `singularity propose` as `instance`; returns (proposal id, trace id).
     async fn propose(&self, instance: &str, file: &str, change: &str, risk: f64) -> (Uuid, Uuid) {
-        let url = self.t.url_as("singularity");
+        let url = self.t.instance_url(instance, "singularity").await.unwrap();
         let risk = risk.to_string();
         // The instance's own workspace (and spool): never a directory
         // under the test's working directory.

@@ -38,9 +38,14 @@ async fn services_bind_loopback_by_default_and_singularity_refuses_oversized_bod
     for (name, role) in [
         ("centralcloud", "centralcloud"),
         ("genesis", "genesis"),
-        ("singularity", "singularity"),
+        ("singularity", "singularity_1"),
     ] {
-        let url = t.url_as(role);
+        // singularity_1 (the default instance id) logs in as its own role.
+        let url = if role == "singularity_1" {
+            t.instance_url(role, "singularity").await.unwrap()
+        } else {
+            t.url_as(role)
+        };
         let mut s = Service::spawn(name, &[], &[("PGFLOW_DATABASE_URL", &url)]);
         let line = s
             .wait_for_line(&format!("{name} ready"), Duration::from_secs(30))

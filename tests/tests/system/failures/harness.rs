@@ -89,7 +89,8 @@ impl Sys {
         let ws = self.workspace(id);
         std::fs::create_dir_all(&ws).unwrap();
         let mut env = self.common_env();
-        env.push(("PGFLOW_DATABASE_URL", self.t.url_as("singularity")));
+        let url = self.t.instance_url(id, "singularity").await.unwrap();
+        env.push(("PGFLOW_DATABASE_URL", url));
         env.push(("INSTANCE_ID", id.into()));
         env.push(("SINGULARITY_WORKSPACE", ws.to_string_lossy().into()));
         // No pattern reports during a test: the queues must drain.
@@ -175,7 +176,7 @@ impl Sys {
     /// `singularity propose` as `instance` (its workspace and spool as the
     /// running instance's): the proposal id, or the CLI's output.
     pub async fn propose(&self, instance: &str, file: &str, change: &str) -> Result<Uuid, String> {
-        let url = self.t.url_as("singularity");
+        let url = self.t.instance_url(instance, "singularity").await.unwrap();
         let args = [
             "propose",
             "--agent-type",
