@@ -5,6 +5,7 @@
 //! CLI tests run the binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod api_auth;
 mod cli;
 mod dlq;
 mod execution;
