@@ -13,6 +13,7 @@ mod genesis;
 mod genesis_cli;
 mod genesis_results;
 mod http;
+mod idempotency;
 mod paths;
 mod patterns;
 mod proposals;

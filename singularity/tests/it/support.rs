@@ -133,6 +133,7 @@ impl Env {
                 impact_score: 8.0,
                 risk_score: risk,
                 cost_factor: 1.0,
+                idempotency_key: None,
             },
         )
         .await
