@@ -13,6 +13,9 @@
 //!   `/healthz`, `/readyz` and `/metrics` come from [`crate::ops`].
 //! * Write endpoints require `Authorization: Bearer <token>`; the token is
 //!   compared in constant time ([`auth`]).
+//! * The page and the API answer only requests whose `Host` is a loopback
+//!   name, the bound address or an allowed host, and refuse cross-origin
+//!   requests without the token (DNS rebinding, [`origin`]).
 //!
 //! API: `GET /api/overview`, `GET /api/series[?queue=Q]`,
 //! `GET /api/dlq[?queue=Q&limit=N]`, `POST /api/dlq/{id}/retry`,
@@ -23,6 +26,7 @@ pub mod alerts;
 mod api;
 pub mod auth;
 pub mod journey;
+pub mod origin;
 pub mod sampler;
 pub mod topology;
 
@@ -55,6 +59,9 @@ pub struct DashboardConfig {
     pub window: Duration,
     /// When an alert fires.
     pub thresholds: AlertThresholds,
+    /// Host names (besides loopback names and the bound address) that
+    /// requests may name in their `Host` header (see [`origin`]).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for DashboardConfig {
@@ -64,6 +71,7 @@ impl Default for DashboardConfig {
             sample_every: Duration::from_secs(1),
             window: Duration::from_secs(30 * 60),
             thresholds: AlertThresholds::default(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -107,7 +115,16 @@ pub async fn serve(
         history: history.clone(),
     };
     let sampler = sampler::spawn(pg.clone(), history, shared.config.clone(), shutdown.clone());
-    let state = ops_state.with_database(pg).with_routes(api::router(shared));
+    let guard = origin::OriginGuard::new(
+        addr,
+        &shared.config.allowed_hosts,
+        shared.config.token.as_deref(),
+    );
+    let routes = api::router(shared).layer(axum::middleware::from_fn_with_state(
+        Arc::new(guard),
+        origin::guard,
+    ));
+    let state = ops_state.with_database(pg).with_routes(routes);
     let (addr, server) = ops::serve(addr, state.clone(), shutdown).await?;
     state.set_ready(true);
     Ok(Dashboard {

@@ -290,7 +290,8 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
     http_request(addr, "GET", path, &[]).await
 }
 
-/// `method path` (no body) with extra `headers`, as [`http_get`].
+/// `method path` (no body) with extra `headers` (a `Host` among them
+/// replaces the default), as [`http_get`].
 pub async fn http_request(
     addr: std::net::SocketAddr,
     method: &str,
@@ -306,8 +307,14 @@ pub async fn http_request(
             .iter()
             .map(|(k, v)| format!("{k}: {v}\r\n"))
             .collect();
+        // A `Host` among `headers` replaces the default one.
+        let host = if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            String::new()
+        } else {
+            format!("Host: {addr}\r\n")
+        };
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n"
+            "{method} {path} HTTP/1.1\r\n{host}Connection: close\r\nContent-Length: 0\r\n{extra}\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::new();

@@ -88,7 +88,13 @@ pub struct ProposeArgs {
     /// Relative cost of the change (1.0 is an ordinary change).
     #[arg(long, default_value_t = 1.0)]
     pub cost_factor: f64,
-    /// Print `{"proposal_id", "trace_id", "status"}` as JSON.
+    /// A key for this submission: running the command again with the same
+    /// key (after a timeout, say) prints the first proposal instead of
+    /// submitting the change twice.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Print `{"proposal_id", "trace_id", "status"}` (and `"repeat": true`
+    /// for a repeat) as JSON.
     #[arg(long)]
     pub json: bool,
     /// The instance's workspace (locates its submission spool, as the
@@ -153,6 +159,7 @@ pub async fn propose(a: ProposeArgs) -> Result<String> {
         impact_score: a.impact,
         risk_score: a.risk,
         cost_factor: a.cost_factor,
+        idempotency_key: a.idempotency_key.clone(),
     };
     proposals::check(id, &p)?;
     let workspace = config::workspace_dir(a.workspace_dir.as_deref(), id)?;
@@ -177,8 +184,11 @@ pub async fn propose(a: ProposeArgs) -> Result<String> {
         serde_json::to_string(&s)?
     } else {
         format!(
-            "proposal_id={} trace_id={} status={}",
-            s.proposal_id, s.trace_id, s.status
+            "proposal_id={} trace_id={} status={}{}",
+            s.proposal_id,
+            s.trace_id,
+            s.status,
+            if s.repeat { " repeat=true" } else { "" }
         )
     })
 }

@@ -2,11 +2,17 @@
 //! after seeds 000 and 003 (`INSTANCE_ID`, `PGFLOW_*_WORKERS`,
 //! `PGFLOW_MAX_RETRIES`, `PGFLOW_RETRY_DELAY_MS`, `PGFLOW_POLL_INTERVAL_MS`,
 //! `PGFLOW_BATCH_SIZE`, `PGFLOW_TIMEOUT_MS`, `PGFLOW_TX_BATCH`) plus singularity's own
-//! (`SINGULARITY_*`: workspace, verify command, pattern miner, vote floor).
+//! (`SINGULARITY_*`: workspace, verify command, pattern miner, vote floor,
+//! the HTTP API's tokens).
 //! The genesis publisher's own flags live with its commands
 //! ([`crate::cli::genesis`]).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use pgflow_core::ops::ApiTokens;
+
+use crate::error::{Error, Result};
 
 /// The default instance name (docker-compose names them `singularity_1..3`).
 pub const DEFAULT_INSTANCE_ID: &str = "singularity_1";
@@ -81,6 +87,69 @@ impl Default for SpoolArgs {
     }
 }
 
+/// Shortest API token accepted.
+pub const MIN_API_TOKEN_LEN: usize = 16;
+
+/// The bearer tokens of the HTTP API (`POST /proposals`,
+/// `GET /proposals/{id}`, `/status`). Required when the server listens
+/// beyond loopback; two may be set at once to rotate them.
+#[derive(Clone, Default, clap::Args)]
+pub struct ApiArgs {
+    /// Bearer token the HTTP API requires (`Authorization: Bearer <token>`)
+    /// on /proposals and /status. Required when PGFLOW_HTTP_ADDR is not a
+    /// loopback address; at least 16 characters (e.g. `openssl rand -hex 32`).
+    #[arg(long, env = "SINGULARITY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// A second token accepted too, while clients move from it to
+    /// SINGULARITY_API_TOKEN (rotation); unset it once they have.
+    #[arg(long, env = "SINGULARITY_API_TOKEN_PREVIOUS", hide_env_values = true)]
+    pub api_token_previous: Option<String>,
+}
+
+impl std::fmt::Debug for ApiArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |t: &Option<String>| if t.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("ApiArgs")
+            .field("api_token", &set(&self.api_token))
+            .field("api_token_previous", &set(&self.api_token_previous))
+            .finish()
+    }
+}
+
+impl ApiArgs {
+    /// The tokens the API accepts when served on `http_addr`: `None` (an
+    /// open API) only on a loopback address without a token. Refused: no
+    /// token beyond loopback, or a token that is short or not printable ASCII.
+    pub fn tokens(&self, http_addr: SocketAddr) -> Result<Option<ApiTokens>> {
+        for (name, t) in [
+            ("SINGULARITY_API_TOKEN", &self.api_token),
+            ("SINGULARITY_API_TOKEN_PREVIOUS", &self.api_token_previous),
+        ] {
+            let Some(t) = t.as_deref().filter(|t| !t.trim().is_empty()) else {
+                continue;
+            };
+            if t.len() < MIN_API_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::Config(format!(
+                    "{name} must be at least {MIN_API_TOKEN_LEN} printable ASCII characters \
+                     without spaces (e.g. `openssl rand -hex 32`)"
+                )));
+            }
+        }
+        let tokens = ApiTokens::new(
+            self.api_token.as_deref(),
+            self.api_token_previous.as_deref(),
+        );
+        if tokens.is_none() && !http_addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "the HTTP API would listen on {http_addr}, beyond loopback, without a token: \
+                 set SINGULARITY_API_TOKEN (--api-token; e.g. `openssl rand -hex 32`) or \
+                 listen on a loopback address (PGFLOW_HTTP_ADDR=127.0.0.1:...)"
+            )));
+        }
+        Ok(tokens)
+    }
+}
+
 /// Everything the running service needs besides the database and HTTP settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
@@ -98,6 +167,9 @@ pub struct ServiceArgs {
     /// The submission spool.
     #[command(flatten)]
     pub spool: SpoolArgs,
+    /// The HTTP API's tokens.
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Longest run of the verify command, in milliseconds (past it, it is
     /// killed and counts as an error). At most a third of PGFLOW_TIMEOUT_MS
     /// (it runs twice per execution).
@@ -140,6 +212,7 @@ impl ServiceArgs {
             workspace_dir: None,
             verify_cmd: None,
             spool: SpoolArgs::default(),
+            api: ApiArgs::default(),
             verify_timeout_ms: 10_000,
             pattern_interval_ms: 30_000,
             pattern_grace_ms: 60_000,
@@ -219,5 +292,41 @@ mod tests {
         assert!(unit_interval("0.5").is_ok());
         assert!(unit_interval("1.5").is_err());
         assert!(unit_interval("x").is_err());
+    }
+
+    #[test]
+    fn a_token_is_required_beyond_loopback_and_must_be_long() {
+        let api = |t: Option<&str>, p: Option<&str>| ApiArgs {
+            api_token: t.map(str::to_string),
+            api_token_previous: p.map(str::to_string),
+        };
+        let (lo, any) = (
+            "127.0.0.1:8080".parse().unwrap(),
+            "0.0.0.0:8080".parse().unwrap(),
+        );
+        assert!(api(None, None).tokens(lo).unwrap().is_none());
+        assert!(api(None, None)
+            .tokens("[::1]:1".parse().unwrap())
+            .unwrap()
+            .is_none());
+        let e = api(None, None).tokens(any).unwrap_err().to_string();
+        assert!(
+            e.contains("SINGULARITY_API_TOKEN") && e.contains("0.0.0.0:8080"),
+            "{e}"
+        );
+        assert!(api(Some(""), None).tokens(any).is_err());
+        assert!(api(Some("short"), None).tokens(any).is_err());
+        assert!(api(Some("0123456789abcdef"), Some("has space 0123456789"))
+            .tokens(any)
+            .is_err());
+        assert!(api(Some("0123456789abcdef"), None)
+            .tokens(any)
+            .unwrap()
+            .is_some());
+        assert!(api(Some("0123456789abcdef"), None)
+            .tokens(lo)
+            .unwrap()
+            .is_some());
+        assert!(!format!("{:?}", api(Some("0123456789abcdef"), None)).contains("0123"));
     }
 }

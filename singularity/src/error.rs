@@ -25,6 +25,10 @@ pub enum Error {
     /// the text says which and why.
     #[error("invalid genesis request: {0}")]
     InvalidRequest(String),
+    /// An idempotency key reused for a different proposal: the text says
+    /// which key and which proposal it belongs to.
+    #[error("idempotency key conflict: {0}")]
+    IdempotencyConflict(String),
     /// A proposal id this instance does not know.
     #[error("proposal {0} not found for this instance")]
     NotFound(Uuid),
@@ -46,6 +50,7 @@ impl From<Error> for HandlerError {
         match e {
             Error::Queue(q) => HandlerError::from(q),
             Error::InvalidProposal(_)
+            | Error::IdempotencyConflict(_)
             | Error::InvalidRequest(_)
             | Error::NotFound(_)
             | Error::Json(_) => HandlerError::fatal(e),

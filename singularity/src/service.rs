@@ -1,6 +1,7 @@
 //! The running service: the ops server (with `POST /proposals` and a
 //! `/status` of consumer states, proposals and Genesis requests by state,
-//! and queue depths), the eight consumers, the pattern miner, and an
+//! and queue depths; both behind `SINGULARITY_API_TOKEN`, which a server
+//! listening beyond loopback refuses to start without), the eight consumers, the pattern miner, and an
 //! orderly shutdown (consumers drain, then the server stops and the pool
 //! closes).
 //!
@@ -68,6 +69,8 @@ impl Singularity {
         args: &ServiceArgs,
         shutdown: CancellationToken,
     ) -> Result<Self> {
+        // Before anything else: an API beyond loopback needs a token.
+        let tokens = args.api.tokens(http.http_addr)?;
         let needed = connections_needed(args);
         let mut db = db.clone();
         if db.pool_size < needed {
@@ -79,6 +82,8 @@ impl Singularity {
             db.pool_size = needed;
         }
         let rt = ServiceRuntime::start("singularity", &db, http, shutdown.clone()).await?;
+        // Before the status provider and the routes exist: never served open.
+        rt.ops().set_api_tokens(tokens);
         let pg = rt.pgflow().clone();
         let inst = Arc::new(Instance::new(pg.clone(), args)?);
         check_login(&pg, &inst.id).await?;

@@ -11,6 +11,8 @@
 //! * Replaying is idempotent: the proposal row is inserted with its
 //!   spooled id only if absent, in the same transaction as its message, so
 //!   a crash between the commit and the file's removal changes nothing.
+//! * A submission with an idempotency key that is already spooled is
+//!   answered with the spooled one (`repeat`), not spooled twice.
 //! * Bounded (`SINGULARITY_SPOOL_MAX`): a full spool is refused with a
 //!   clear error, never a silent drop. A spooled proposal the database
 //!   refuses for good (it cannot become valid) is moved to `rejected/`
@@ -101,8 +103,38 @@ impl SubmissionSpool {
         self.len() == 0
     }
 
+    /// The spooled submission with `p`'s idempotency key, as a repeat's
+    /// answer (refused when it proposes a different change).
+    fn spooled_with_key(&self, p: &NewProposal) -> Result<Option<Submitted>> {
+        let Some(key) = p.idempotency_key.as_deref() else {
+            return Ok(None);
+        };
+        for path in self.files()? {
+            let Ok(rec) = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_slice::<Spooled>(&t).map_err(|e| e.to_string()))
+            else {
+                continue;
+            };
+            if rec.proposal.idempotency_key.as_deref() != Some(key) {
+                continue;
+            }
+            if !rec.proposal.same_change(p) {
+                return Err(proposals::key_conflict(key, rec.proposal_id));
+            }
+            return Ok(Some(Submitted {
+                proposal_id: rec.proposal_id,
+                trace_id: rec.trace_id,
+                status: "spooled".into(),
+                repeat: true,
+            }));
+        }
+        Ok(None)
+    }
+
     /// Keeps `p` (already validated) under the ids it will be submitted
-    /// with; durable when this returns.
+    /// with; durable when this returns. A repeat of a spooled submission
+    /// (same idempotency key) is answered with it.
     pub async fn put(
         &self,
         proposal_id: Uuid,
@@ -110,6 +142,9 @@ impl SubmissionSpool {
         p: NewProposal,
     ) -> Result<Submitted> {
         let _guard = self.lock.lock().await;
+        if let Some(first) = self.spooled_with_key(&p)? {
+            return Ok(first);
+        }
         let rec = Spooled {
             proposal_id,
             trace_id,
@@ -144,6 +179,7 @@ impl SubmissionSpool {
             proposal_id,
             trace_id,
             status: "spooled".into(),
+            repeat: false,
         })
     }
 
@@ -171,7 +207,7 @@ impl SubmissionSpool {
             .await;
             match sent {
                 Ok(_) => {}
-                Err(Error::InvalidProposal(why)) => {
+                Err(Error::InvalidProposal(why) | Error::IdempotencyConflict(why)) => {
                     self.reject(&path, &why)?;
                     continue;
                 }

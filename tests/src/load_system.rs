@@ -153,6 +153,10 @@ pub fn http_addr_of(ready_line: &str) -> Result<SocketAddr> {
         .with_context(|| format!("no http=<addr> in ready line {ready_line:?}"))
 }
 
+/// The singularity instances' API token in a load run (loopback only; the
+/// instances get it as `SINGULARITY_API_TOKEN`, [`HttpConn`] sends it).
+pub const API_TOKEN: &str = "system-load-api-token-local-only";
+
 /// One keep-alive HTTP/1.1 connection (reconnected when the server closed
 /// it). Enough for `POST /proposals`: JSON bodies with a Content-Length.
 pub struct HttpConn {
@@ -166,12 +170,13 @@ impl HttpConn {
         Self { addr, stream: None }
     }
 
-    /// `POST path` with a JSON `body`; returns (status, body). A request on
+    /// `POST path` with a JSON `body` and [`API_TOKEN`]; returns (status, body). A request on
     /// a reused connection that the server had closed before answering
     /// (no byte of response) is sent once more on a new connection.
     pub async fn post_json(&mut self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Authorization: Bearer {API_TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
         );

@@ -27,6 +27,15 @@ pub struct DashboardArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// A host name the page may be opened under besides loopback names and
+    /// the bound address (repeat, or comma-separate in the variable); other
+    /// `Host` headers are refused (DNS rebinding).
+    #[arg(
+        long = "dashboard-allowed-host",
+        env = "PGFLOW_DASHBOARD_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Time between two samples of the queue statistics.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub sample_interval: Duration,
@@ -64,6 +73,7 @@ impl DashboardArgs {
                 dlq_max: self.alert_dlq_max,
                 latency: self.alert_latency,
             },
+            allowed_hosts: self.allowed_hosts.clone(),
         })
     }
 

@@ -17,8 +17,12 @@
 //!   after the run): `logs/<service>.log` (each child's stdout and stderr;
 //!   lines with ERROR are also forwarded to stderr) and
 //!   `workspaces/<instance>` (where each instance applies changes).
+//! * The instances' HTTP API needs a token: `SINGULARITY_API_TOKEN` from
+//!   the environment, else a random one for the run, written to
+//!   `<run dir>/api-token` (mode 0600) for `curl -H "Authorization: Bearer
+//!   $(cat …/api-token)"`.
 //! * `--demo` feeds proposals and Genesis requests through singularity
-//!   (see [`demo`]).
+//!   (see [`demo`]), with that token.
 //! * A service that dies on its own is reported in the view and restarted
 //!   (one-for-one, backoff 1 s doubling to 30 s).
 
@@ -175,7 +179,40 @@ fn instance_id(i: usize) -> String {
     format!("singularity_{i}")
 }
 
-fn specs(url: &str, dir: &Path, bins: &(PathBuf, PathBuf, PathBuf), n: usize) -> Vec<procs::Spec> {
+/// The instances' API token: `SINGULARITY_API_TOKEN` when set, else a
+/// random one (two v4 UUIDs: 244 random bits), written to
+/// `<dir>/api-token`, readable by the owner only.
+fn api_token(dir: &Path) -> Result<String> {
+    let token = match std::env::var("SINGULARITY_API_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => t,
+        _ => format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ),
+    };
+    let path = dir.join("api-token");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(token.as_bytes())?;
+    }
+    Ok(token)
+}
+
+fn specs(
+    url: &str,
+    dir: &Path,
+    bins: &(PathBuf, PathBuf, PathBuf),
+    n: usize,
+    api_token: &str,
+) -> Vec<procs::Spec> {
     let common = |role: &str| {
         let mut e = env(&[
             ("PGFLOW_HTTP_ADDR", "127.0.0.1:0"),
@@ -228,6 +265,7 @@ fn specs(url: &str, dir: &Path, bins: &(PathBuf, PathBuf, PathBuf), n: usize) ->
                     ("SINGULARITY_VERIFY_CMD", VERIFY_CMD),
                     ("SINGULARITY_PATTERN_INTERVAL_MS", "2000"),
                     ("SINGULARITY_PATTERN_GRACE_MS", "5000"),
+                    ("SINGULARITY_API_TOKEN", api_token),
                 ]),
             ]
             .concat(),
@@ -252,11 +290,17 @@ async fn run_with_db(
     let stop = CancellationToken::new();
     let mut procs: Vec<procs::Supervised> = Vec::new();
     let mut dir = None;
+    let mut token = String::new();
     let mut started = Ok(());
     if let Some(bins) = &binaries {
         let d = run_dir(args)?;
         eprintln!("run dir {} (logs in {}/logs)", d.display(), d.display());
-        let all = specs(url, &d, bins, args.instances);
+        token = api_token(&d)?;
+        eprintln!(
+            "the instances' API token is in {}",
+            d.join("api-token").display()
+        );
+        let all = specs(url, &d, bins, args.instances, &token);
         // centralcloud and genesis first, then the instances, all in parallel within each step.
         let (core, instances) = all.split_at(2.min(all.len()));
         for group in [core, instances] {
@@ -328,6 +372,7 @@ async fn run_with_db(
                         admin: pg.clone(),
                         singularity: bins.2.clone(),
                         singularity_url: with_user(url, "singularity"),
+                        api_token: token.clone(),
                         tick: args.demo_interval,
                         log: dir
                             .as_ref()
@@ -439,7 +484,7 @@ mod tests {
             PathBuf::from("/b/singularity"),
         );
         let url = "postgres://admin:secret@db.example:5433/queues?sslmode=require";
-        let specs = specs(url, Path::new("/run"), &bins, 2);
+        let specs = specs(url, Path::new("/run"), &bins, 2, "t0123456789abcdef");
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -473,6 +518,31 @@ mod tests {
             Some("127.0.0.1:0")
         );
         assert_eq!(specs[2].log, PathBuf::from("/run/logs/singularity_1.log"));
+        assert_eq!(
+            get(&specs[3], "SINGULARITY_API_TOKEN").as_deref(),
+            Some("t0123456789abcdef")
+        );
+        assert_eq!(get(&specs[0], "SINGULARITY_API_TOKEN"), None);
+    }
+
+    #[test]
+    fn the_api_token_is_random_and_kept_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The generated token, unless the environment sets one.
+        let env = std::env::var("SINGULARITY_API_TOKEN").ok();
+        let a = api_token(dir.path()).unwrap();
+        let written = std::fs::read_to_string(dir.path().join("api-token")).unwrap();
+        assert_eq!(a, written);
+        let mode = std::fs::metadata(dir.path().join("api-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        if env.is_none() {
+            assert_eq!(a.len(), 64);
+            assert_ne!(a, api_token(dir.path()).unwrap());
+        }
     }
 
     #[test]

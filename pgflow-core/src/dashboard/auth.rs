@@ -2,8 +2,9 @@
 //! only when the dashboard has a token and the request carries it as
 //! `Authorization: Bearer <token>` (compared in constant time).
 
-use axum::http::{header, HeaderMap, StatusCode};
-use subtle::ConstantTimeEq;
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::ops::ApiTokens;
 
 /// Why a write was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,25 +33,17 @@ impl Denied {
 
 /// Checks the request's bearer token against `expected`.
 pub fn check(expected: Option<&str>, headers: &HeaderMap) -> Result<(), Denied> {
-    let Some(expected) = expected else {
-        return Err(Denied::ReadOnly);
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) && !given.is_empty() {
-        Ok(())
-    } else {
-        Err(Denied::BadToken)
+    match ApiTokens::new(expected, None) {
+        None => Err(Denied::ReadOnly),
+        Some(tokens) if tokens.accepts(headers) => Ok(()),
+        Some(_) => Err(Denied::BadToken),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{header, HeaderValue};
 
     fn with(auth: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -3,6 +3,9 @@
 //! text) and `GET /status` (a service-specific JSON document, 404 until a
 //! provider is set). A service may add routes of its own
 //! ([`OpsState::set_routes`]); requests no ops route matches go to them.
+//! With [`OpsState::set_api_tokens`], `/status` and those routes answer 401
+//! unless the request carries an accepted bearer token ([`super::token`]);
+//! `/healthz`, `/readyz` and `/metrics` stay open.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,7 +14,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::token::ApiTokens;
 use crate::client::Pgflow;
 use crate::error::{report, Error, Result};
 
@@ -42,6 +46,7 @@ pub struct OpsState {
     metrics: PrometheusHandle,
     status: Arc<RwLock<Option<StatusProvider>>>,
     routes: Arc<RwLock<Option<Router>>>,
+    tokens: Arc<RwLock<Option<ApiTokens>>>,
 }
 
 impl std::fmt::Debug for OpsState {
@@ -51,6 +56,7 @@ impl std::fmt::Debug for OpsState {
             .field("database_check", &self.pg.is_some())
             .field("status_provider", &self.status_provider().is_some())
             .field("extra_routes", &self.extra_routes().is_some())
+            .field("api_tokens", &self.api_tokens().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -65,7 +71,29 @@ impl OpsState {
             metrics,
             status: Arc::new(RwLock::new(None)),
             routes: Arc::new(RwLock::new(None)),
+            tokens: Arc::new(RwLock::new(None)),
         }
+    }
+
+    /// Requires one of `tokens` (as `Authorization: Bearer`) on `/status`
+    /// and on the extra routes from now on; `None` opens them again. Set it
+    /// before the status provider and the routes, so nothing is ever served
+    /// unprotected.
+    pub fn set_api_tokens(&self, tokens: Option<ApiTokens>) {
+        *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = tokens;
+    }
+
+    fn api_tokens(&self) -> Option<ApiTokens> {
+        self.tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `None` when no token is required or `headers` carry an accepted
+    /// one, else the 401 answer.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        self.api_tokens()?.refusal(headers)
     }
 
     /// Makes `/readyz` also require `pg` to answer `SELECT 1` within
@@ -196,6 +224,9 @@ pub async fn serve(
 
 /// Hands a request no ops route matched to the extra routes, if any.
 async fn extra(State(state): State<OpsState>, req: Request) -> Response {
+    if let Some(denied) = state.refusal(req.headers()) {
+        return denied;
+    }
     match state.extra_routes() {
         Some(routes) => call(routes, req).await,
         None => StatusCode::NOT_FOUND.into_response(),
@@ -235,7 +266,10 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         .into_response()
 }
 
-async fn status(State(state): State<OpsState>) -> Response {
+async fn status(State(state): State<OpsState>, headers: HeaderMap) -> Response {
+    if let Some(denied) = state.refusal(&headers) {
+        return denied;
+    }
     match state.status_provider() {
         Some(provider) => Json(provider()).into_response(),
         None => (StatusCode::NOT_FOUND, "no status for this process").into_response(),

@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use crate::support::db;
 
-const TOKEN: &str = "dashboard-test-token";
+pub(crate) const TOKEN: &str = "dashboard-test-token";
 
-async fn start(pg: &Pgflow, token: Option<&str>) -> (SocketAddr, CancellationToken) {
+pub(crate) async fn start(pg: &Pgflow, token: Option<&str>) -> (SocketAddr, CancellationToken) {
     let stop = CancellationToken::new();
     let config = DashboardConfig {
         token: token.map(str::to_string),
@@ -55,7 +55,7 @@ async fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpResponse
 }
 
 /// Sends one message to `queue`, claims it and fails it fatally: one dead letter.
-async fn dead_letter(pg: &Pgflow, queue: &QueueName, trace: Uuid) -> Uuid {
+pub(crate) async fn dead_letter(pg: &Pgflow, queue: &QueueName, trace: Uuid) -> Uuid {
     let id = pg
         .send(
             queue,

@@ -7,6 +7,7 @@ mod cli;
 mod concurrency;
 mod consumer;
 mod dashboard;
+mod dashboard_origin;
 mod deadlock;
 mod delivery_kinds;
 mod durability;

@@ -44,6 +44,7 @@ async fn malformed_messages_are_dead_lettered_and_the_next_one_is_processed() {
         proposal_id: uuid::Uuid::now_v7(),
         trace_id: uuid::Uuid::now_v7(),
         status: "submitted".into(),
+        repeat: false,
     };
     env.cc_decide(&stranger, ConsensusStatus::Approved).await;
     wait_for("unknown proposal dead-lettered", DEADLINE, || async {

@@ -5,6 +5,7 @@
 //! CLI tests run the binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod api_auth;
 mod cli;
 mod dlq;
 mod execution;
@@ -12,6 +13,7 @@ mod genesis;
 mod genesis_cli;
 mod genesis_results;
 mod http;
+mod idempotency;
 mod paths;
 mod patterns;
 mod proposals;

@@ -80,6 +80,7 @@ async fn an_approved_proposal_with_an_escaping_path_fails_instead_of_executing()
         proposal_id: id,
         trace_id: trace,
         status: "submitted".into(),
+        repeat: false,
     };
     env.cc_decide(&s, ConsensusStatus::Approved).await;
     env.wait_status(id, "failed").await;

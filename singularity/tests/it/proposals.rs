@@ -53,6 +53,7 @@ async fn a_proposal_that_cannot_be_published_is_not_stored() {
             impact_score: 1.0,
             risk_score: 1.0,
             cost_factor: 1.0,
+            idempotency_key: None,
         },
     )
     .await
@@ -86,6 +87,7 @@ async fn invalid_proposals_are_refused_with_the_reason() {
                 impact_score: 1.0,
                 risk_score: risk,
                 cost_factor: 1.0,
+                idempotency_key: None,
             },
         )
         .await

@@ -19,11 +19,12 @@ fn proposal(i: usize, file: &str) -> NewProposal {
         impact_score: 5.0,
         risk_score: 1.0,
         cost_factor: 1.0,
+        idempotency_key: None,
     }
 }
 
 /// A handle on a server that is not there.
-fn unreachable() -> Pgflow {
+pub(crate) fn unreachable() -> Pgflow {
     let pool = PgPoolOptions::new()
         .acquire_timeout(Duration::from_millis(500))
         .connect_lazy("postgres://singularity@127.0.0.1:1/none")

@@ -140,6 +140,7 @@ impl Env {
                 impact_score: 8.0,
                 risk_score: risk,
                 cost_factor: 1.0,
+                idempotency_key: None,
             },
         )
         .await
@@ -308,11 +309,26 @@ pub fn is<T: MessageType>(d: &Delivery) -> bool {
 
 /// A raw HTTP/1.1 request (Connection: close): (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with(addr, method, path, &[], body).await
+}
+
+/// As [`http`], with extra `headers`.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Content-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();

@@ -369,6 +369,10 @@ async fn start(
                 ws.to_string_lossy().into_owned(),
             ),
             ("PGFLOW_CONSENSUS_WORKERS".into(), w.clone()),
+            (
+                "SINGULARITY_API_TOKEN".into(),
+                load_system::API_TOKEN.into(),
+            ),
         ]);
         let mut p = Proc::spawn(sing_bin, &id, &[], &env, &logs)?;
         let line = p

@@ -436,6 +436,29 @@ fn singularity_instances_have_their_own_writable_workspaces() {
 }
 
 #[test]
+fn singularity_instances_require_an_api_token_from_the_environment() {
+    let (services, _) = compose();
+    let instances = services
+        .iter()
+        .filter(|s| s.command.first().map(String::as_str) == Some("singularity"));
+    for s in instances {
+        assert_eq!(s.environment["PGFLOW_HTTP_ADDR"], "0.0.0.0:8080");
+        let token = &s.environment["SINGULARITY_API_TOKEN"];
+        assert!(
+            token.starts_with("${SINGULARITY_API_TOKEN:?"),
+            "{}: the token must be required from the environment, not {token:?}",
+            s.name
+        );
+        let previous = &s.environment["SINGULARITY_API_TOKEN_PREVIOUS"];
+        assert_eq!(
+            previous, "${SINGULARITY_API_TOKEN_PREVIOUS:-}",
+            "{}",
+            s.name
+        );
+    }
+}
+
+#[test]
 fn the_dockerfile_builds_every_binary_compose_runs() {
     let (services, _) = compose();
     let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();

@@ -63,6 +63,8 @@ pub struct Feeder {
     pub singularity: PathBuf,
     /// Database URL with the `singularity` role.
     pub singularity_url: String,
+    /// The instances' API token (sent as a bearer token).
+    pub api_token: String,
     /// Time between two submissions.
     pub tick: Duration,
     /// Where the `singularity genesis` commands' output goes.
@@ -169,7 +171,7 @@ impl Feeder {
             "risk_score": risk,
         });
         let ok = matches!(
-            post_json(&addr, "/proposals", &body.to_string()).await,
+            post_json(&addr, "/proposals", &self.api_token, &body.to_string()).await,
             Ok(201)
         );
         let mut s = lock(&self.stats);
@@ -237,14 +239,16 @@ impl Feeder {
     }
 }
 
-/// `POST path` with a JSON body over a plain HTTP/1.1 connection
-/// (`Connection: close`) to a local ops server; returns the status code.
-/// Enough for the loopback demo feeder, not a general HTTP client.
-async fn post_json(addr: &str, path: &str, body: &str) -> std::io::Result<u16> {
+/// `POST path` with a JSON body and `token` as bearer token over a plain
+/// HTTP/1.1 connection (`Connection: close`) to a local ops server; returns
+/// the status code. Enough for the loopback demo feeder, not a general
+/// HTTP client.
+async fn post_json(addr: &str, path: &str, token: &str, body: &str) -> std::io::Result<u16> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Authorization: Bearer {token}\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );

@@ -96,6 +96,7 @@ impl Sys {
         // No pattern reports during a test: the queues must drain.
         env.push(("SINGULARITY_PATTERN_INTERVAL_MS", "3600000".into()));
         env.push(("SINGULARITY_PATTERN_GRACE_MS", "3600000".into()));
+        env.push(("SINGULARITY_API_TOKEN", API_TOKEN.into()));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut s = Service::spawn("singularity", &[], &env);
         let line = s.wait_for_line("singularity ready", WAIT).await;
@@ -306,11 +307,15 @@ pub async fn run(mut p: Service) -> (bool, Vec<String>) {
     (status.success(), p.seen)
 }
 
-/// `POST path` with a JSON body: (status, body).
+/// The instances' API token (`SINGULARITY_API_TOKEN`).
+pub const API_TOKEN: &str = "failures-test-api-token-0123";
+
+/// `POST path` with a JSON body and [`API_TOKEN`]: (status, body).
 pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {API_TOKEN}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
