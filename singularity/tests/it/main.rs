@@ -8,6 +8,7 @@
 mod cli;
 mod dlq;
 mod execution;
+mod final_word;
 mod genesis;
 mod genesis_cli;
 mod genesis_results;
