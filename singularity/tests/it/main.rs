@@ -19,4 +19,5 @@ mod proposals;
 mod rollback;
 mod spool;
 mod support;
+mod sweeper;
 mod voting;
