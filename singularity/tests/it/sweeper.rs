@@ -1,7 +1,8 @@
 //! The sweeper resolves a proposal stuck past its time as failed with the
 //! reason, and fences its execution: a retry waiting for its turn is
-//! cancelled (dead-lettered with the reason), and a late delivery applies
-//! nothing. Fresh and final proposals are left alone.
+//! cancelled (dead-lettered with the reason), a late delivery applies
+//! nothing, and a handler in flight writes nothing and loses its ack.
+//! Fresh and final proposals are left alone.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use singularity::sweeper::Sweeper;
 use uuid::Uuid;
 
 use crate::execution::wait_duplicates;
-use crate::support::{send_raw_execution, store_raw, Env, DEADLINE};
+use crate::support::{http, send_raw_execution, store_raw, Env, DEADLINE};
 
 /// Retries wait minutes: an execution that failed once sits between retries.
 const RETRY_DELAY_MS: u32 = 600_000;
@@ -26,6 +27,30 @@ async fn back_date(env: &Env, id: Uuid) {
     .execute(env.t.pgflow.pool())
     .await
     .unwrap();
+}
+
+/// A sweeper for `env`'s instance with `consumers`' retry settings.
+fn sweeper(env: &Env, consumers: &ConsumerArgs) -> Sweeper {
+    Sweeper::new(
+        env.inst.clone(),
+        Duration::from_millis(1),
+        consumers,
+        Duration::from_secs(3600),
+    )
+}
+
+/// Settlements of the execution consumer refused for a lost lease (/status).
+async fn execution_leases_lost(env: &Env) -> u64 {
+    let (code, body) = http(env.addr, "GET", "/status", "").await;
+    assert_eq!(code, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    doc["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["queue"] == queues::PROPOSALS_FOR_EXECUTION)
+        .and_then(|c| c["lease_lost"].as_u64())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -64,12 +89,7 @@ async fn the_sweeper_fails_a_stuck_proposal_and_fences_its_waiting_retry() {
         retry_delay_ms: RETRY_DELAY_MS,
         ..ConsumerArgs::default()
     };
-    let sweeper = Sweeper::new(
-        env.inst.clone(),
-        Duration::from_millis(1),
-        &consumers,
-        Duration::from_secs(3600),
-    );
+    let sweeper = sweeper(&env, &consumers);
     // Never sooner than an execution may legitimately take.
     assert!(sweeper.stuck_after() > Duration::from_secs(15 * 60));
     let swept = sweeper.sweep().await.unwrap();
@@ -114,5 +134,51 @@ async fn the_sweeper_fails_a_stuck_proposal_and_fences_its_waiting_retry() {
 
     // Nothing left to resolve.
     assert_eq!(sweeper.sweep().await.unwrap(), Default::default());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_sweeper_fences_an_execution_in_flight() {
+    let env = Env::start().await;
+    // The handler will hold the lease while it waits for the file's lock.
+    let path = env.inst.workspace.resolve("inflight.txt").unwrap();
+    let guard = env.inst.workspace.lock(&path).await;
+    let s = env.propose("inflight.txt", "too late", 1.0).await;
+    env.cc_decide(&s, ConsensusStatus::Approved).await;
+    let msg_id: Uuid = wait_for("the execution in flight", DEADLINE, || async {
+        sqlx::query_scalar(
+            "SELECT id FROM pgflow.messages
+              WHERE queue_name = $1 AND lease IS NOT NULL AND visible_at > now()",
+        )
+        .bind(queues::PROPOSALS_FOR_EXECUTION)
+        .fetch_optional(env.t.pgflow.pool())
+        .await
+        .unwrap()
+    })
+    .await;
+    back_date(&env, s.proposal_id).await;
+    let swept = sweeper(&env, &ConsumerArgs::default())
+        .sweep()
+        .await
+        .unwrap();
+    assert_eq!(swept.failed, [s.proposal_id]);
+    assert_eq!(swept.cancelled, [msg_id]);
+    assert_eq!(execution_leases_lost(&env).await, 0);
+
+    // The handler goes on: it finds the proposal failed, writes nothing,
+    // and its fenced ack is refused.
+    drop(guard);
+    wait_for("the in-flight ack refused", DEADLINE, || async {
+        (execution_leases_lost(&env).await == 1).then_some(())
+    })
+    .await;
+    assert!(!path.exists());
+    let p = env.proposal(s.proposal_id).await;
+    assert_eq!(p.status, "failed");
+    assert!(p.error.unwrap().contains("sweeper"));
+    assert_eq!(
+        p.backup_existed, None,
+        "no backup recorded: never executing"
+    );
     env.stop().await;
 }
