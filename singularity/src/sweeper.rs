@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pgflow_core::service::ConsumerArgs;
-use pgflow_core::Pgflow;
+use pgflow_core::{Pgflow, QueueName};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -53,17 +53,11 @@ const MARGIN: Duration = Duration::from_secs(30);
 /// The longest a legitimate execution can take with these consumer
 /// settings: `max_retries + 1` attempts each running to its lease (the
 /// handler timeout plus the lease margin), plus the longest backoff before
-/// each retry, plus [`MARGIN`].
-pub fn execution_budget(consumers: &ConsumerArgs) -> Duration {
+/// each retry, plus a margin of 30 s (scheduling, commit, clock).
+/// (`execution` is the execution queue, whose consumer these settings make.)
+pub fn execution_budget(consumers: &ConsumerArgs, execution: &QueueName) -> Duration {
     let retry = consumers.retry();
-    // Any queue name: only the timeout and lease margin are read.
-    let lease = consumers
-        .consumer(
-            pgflow_core::QueueName::new(pgflow_core::protocol::queues::PROPOSALS_FOR_EXECUTION)
-                .expect("the design's queue name is valid"),
-            1usize,
-        )
-        .lease();
+    let lease = consumers.consumer(execution.clone(), 1usize).lease();
     let attempts = lease.saturating_mul(retry.max_retries.saturating_add(1));
     let backoffs = (1..=retry.max_retries)
         .map(|n| retry.delay_bounds(n).1)
@@ -109,7 +103,7 @@ impl Sweeper {
         consumers: &ConsumerArgs,
         interval: Duration,
     ) -> Self {
-        let budget = execution_budget(consumers);
+        let budget = execution_budget(consumers, &inst.queues.execution);
         if stuck_after < budget {
             tracing::warn!(
                 stuck_after_ms = stuck_after.as_millis() as u64,
@@ -270,17 +264,21 @@ mod tests {
 
     #[test]
     fn the_budget_covers_every_attempt_and_backoff() {
+        let q = QueueName::new(pgflow_core::protocol::queues::PROPOSALS_FOR_EXECUTION).unwrap();
         let c = ConsumerArgs::default();
         // 4 attempts of 30 s + 5 s lease margin, backoffs of at most 1 + 2 + 4 s.
         assert_eq!(
-            execution_budget(&c),
+            execution_budget(&c, &q),
             Duration::from_secs(4 * 35 + 7) + MARGIN
         );
         let none = ConsumerArgs {
             max_retries: 0,
             ..ConsumerArgs::default()
         };
-        assert_eq!(execution_budget(&none), Duration::from_secs(35) + MARGIN);
+        assert_eq!(
+            execution_budget(&none, &q),
+            Duration::from_secs(35) + MARGIN
+        );
     }
 
     #[test]
