@@ -13,6 +13,11 @@
 //!   delivered again; a handler holding a lease on one finds the proposal
 //!   failed when it takes the same lock, and its fenced ack fails. So a late
 //!   retry cannot apply the change after the proposal was marked failed.
+//!   Locks are taken proposal first, then message, as the execution
+//!   handler does; only a nack dead-lettering that same message at that
+//!   same moment takes them the other way (its trigger fails the
+//!   proposal): PostgreSQL then aborts one of the two, the nack is retried
+//!   by the consumer and the pass by the next one.
 //! * **Never too early.** The threshold is at least the execution budget
 //!   ([`execution_budget`]): every attempt the queue allows running to its
 //!   timeout, plus the longest backoffs between them. A legitimate
