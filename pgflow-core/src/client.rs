@@ -4,6 +4,7 @@
 
 mod admin;
 mod batch_send;
+mod cancel;
 mod claim;
 mod coalesce;
 mod deadlock;

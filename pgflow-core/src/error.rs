@@ -156,6 +156,20 @@ pub fn is_connection_error(e: &sqlx::Error) -> bool {
     }
 }
 
+/// True when the server refused a statement for the values it carried: a
+/// data exception (SQLSTATE class 22: a NUL character, an invalid byte
+/// sequence, a value out of range), an integrity constraint violation
+/// (class 23) or a program limit (class 54: a row or index entry too
+/// large). Sending the same values again fails the same way.
+pub fn is_data_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
+        _ => false,
+    }
+}
+
 /// Renders an error and its sources on one line, leaving out a source whose
 /// text the message before it already contains.
 pub fn report(err: &(dyn std::error::Error + 'static)) -> String {

@@ -3,7 +3,7 @@
 //! `PGFLOW_MAX_RETRIES`, `PGFLOW_RETRY_DELAY_MS`, `PGFLOW_POLL_INTERVAL_MS`,
 //! `PGFLOW_BATCH_SIZE`, `PGFLOW_TIMEOUT_MS`, `PGFLOW_TX_BATCH`) plus singularity's own
 //! (`SINGULARITY_*`: workspace, verify command, pattern miner, vote floor,
-//! the HTTP API's tokens).
+//! the HTTP API's tokens, the sweeper of stuck proposals).
 //! The genesis publisher's own flags live with its commands
 //! ([`crate::cli::genesis`]).
 
@@ -16,6 +16,12 @@ use crate::error::{Error, Result};
 
 /// The default instance name (docker-compose names them `singularity_1..3`).
 pub const DEFAULT_INSTANCE_ID: &str = "singularity_1";
+
+/// Default of `SINGULARITY_STUCK_AFTER_MS`: 10 minutes, over three times
+/// the execution budget at the default retry and timeout settings.
+pub const DEFAULT_STUCK_AFTER_MS: u64 = 600_000;
+/// Default of `SINGULARITY_SWEEP_INTERVAL_MS`.
+pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 30_000;
 
 /// Which instance this process is (targeted messages name it; its rows in
 /// the `singularity` schema carry it).
@@ -193,6 +199,17 @@ pub struct ServiceArgs {
     /// needs before its own history counts in votes.
     #[arg(long, env = "SINGULARITY_MIN_HISTORY", default_value_t = 3)]
     pub min_history: u32,
+    /// A proposal still pending, submitted, approved or executing this long
+    /// after its last state change is stuck: the sweeper marks it failed
+    /// and cancels its execution, in milliseconds. Never less than an
+    /// execution may take with the retry and timeout settings (raised to it).
+    #[arg(long, env = "SINGULARITY_STUCK_AFTER_MS", default_value_t = DEFAULT_STUCK_AFTER_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stuck_after_ms: u64,
+    /// How often the sweeper looks for stuck proposals, in milliseconds.
+    #[arg(long, env = "SINGULARITY_SWEEP_INTERVAL_MS", default_value_t = DEFAULT_SWEEP_INTERVAL_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sweep_interval_ms: u64,
     /// Worker counts.
     #[command(flatten)]
     pub workers: WorkerArgs,
@@ -218,6 +235,8 @@ impl ServiceArgs {
             pattern_grace_ms: 60_000,
             min_success_rate: 0.8,
             min_history: 3,
+            stuck_after_ms: DEFAULT_STUCK_AFTER_MS,
+            sweep_interval_ms: DEFAULT_SWEEP_INTERVAL_MS,
             workers: WorkerArgs {
                 proposals_workers: 2,
                 metrics_workers: 2,

@@ -12,13 +12,33 @@
 //! 2. the backup (previous content, or "did not exist") and the metrics
 //!    before are recorded and committed, status `executing`, before the
 //!    file is touched; a redelivery of an `executing` proposal reuses them;
-//! 3. the file is written atomically (same content on every attempt);
-//! 4. in the transaction that acks the message: status `applied`, metrics
+//! 3. the proposal row is locked in the handler's transaction and must
+//!    still be `executing`: the fence against the sweeper
+//!    ([`crate::sweeper`]), which takes the same lock before it fails a
+//!    stuck proposal and cancels its message. Either the sweeper comes
+//!    first (nothing is written) or this execution commits first (the
+//!    proposal is final, the sweeper leaves it alone);
+//! 4. the file is written atomically (same content on every attempt);
+//! 5. in the transaction that acks the message: status `applied`, metrics
 //!    after, and the metrics message (the handler publishes and returns:
 //!    the guardian's verdict arrives later as a rollback trigger, or not).
 //!
 //! A redelivered execution of a proposal already `applied`, `rolled_back`
 //! or `failed` changes nothing and is counted as a duplicate.
+//!
+//! **The final word.** An execution that cannot succeed ends with its
+//! proposal `failed` and the reason, whichever way it ends:
+//!
+//! * a refused path or payload: marked here, the message acked;
+//! * a retryable failure (I/O on the workspace, the database) on every
+//!   attempt, a handler that times out each time, a lease that keeps
+//!   expiring (the holder crashed or stalled), a fatal failure: the message
+//!   is dead-lettered by the queue, and a trigger on `pgflow.dlq`
+//!   (migration 30) fails the proposal in that same transaction with the
+//!   dead letter's error. This covers the paths where no handler code runs
+//!   (a timeout, a lost lease, a crash) with one mechanism;
+//! * anything else that leaves a proposal short of a final state (an
+//!   outage, a lost message): the sweeper resolves it.
 
 pub mod measure;
 pub mod workspace;
@@ -70,12 +90,7 @@ impl TxHandler for Executions {
         drop(conn);
         match p.state()? {
             ProposalState::ConsensusReached | ProposalState::Executing => {}
-            done @ (ProposalState::Applied | ProposalState::RolledBack | ProposalState::Failed) => {
-                tracing::info!(proposal_id = %p.id, state = %done, "execution delivered again; already done, nothing to do");
-                inst.counters.duplicate(ProposalForExecution::TYPE);
-                store::count_duplicate(tx, &inst.id, p.id).await?;
-                return Ok(());
-            }
+            done if done.is_final() => return already_done(inst, tx, &p, done).await,
             other => {
                 return Err(HandlerError::fatal(format!(
                     "proposal {} is {other}: only approved proposals are executed",
@@ -97,20 +112,45 @@ impl TxHandler for Executions {
             Err(e @ PathError::Io { .. }) => return Err(HandlerError::retryable(e)),
         };
         let _guard = inst.workspace.lock(&path).await;
-        let before = begin(inst, &p, &path).await?;
-        if let Err(e) = write(&path, p.change.clone().into_bytes()).await {
-            let why = format!("cannot write {}: {e}", p.file);
-            if d.is_last_attempt() {
-                store::mark_failed(tx, &inst.id, p.id, &why).await?;
+        let Some(before) = begin(inst, &p, &path).await? else {
+            return Ok(());
+        };
+        // The fence: the proposal stays locked until the ack commits, and
+        // is still `executing` (the sweeper may have failed it meanwhile).
+        match store::lock(tx, &inst.id, p.id).await?.map(|l| l.state()) {
+            Some(Ok(ProposalState::Executing)) => {}
+            other => {
+                tracing::info!(proposal_id = %p.id, state = ?other, "proposal left the executing state; nothing written");
                 return Ok(());
             }
-            return Err(HandlerError::retryable(why));
+        }
+        if let Err(e) = write(&path, p.change.clone().into_bytes()).await {
+            // Retried; the last failure dead-letters the message, and with
+            // it the proposal is failed (migration 30).
+            return Err(HandlerError::retryable(format!(
+                "cannot write {}: {e}",
+                p.file
+            )));
         }
         let after = inst.measurer.measure(inst.workspace.root()).await;
         finish(inst, tx, &p, before, after).await?;
         inst.applied.notify_one();
         Ok(())
     }
+}
+
+/// A redelivered execution of a proposal already applied, rolled back or
+/// failed: counted as a duplicate, nothing else.
+async fn already_done(
+    inst: &Instance,
+    tx: &mut PgConnection,
+    p: &Proposal,
+    state: ProposalState,
+) -> HandlerResult {
+    tracing::info!(proposal_id = %p.id, state = %state, "execution delivered again; already done, nothing to do");
+    inst.counters.duplicate(ProposalForExecution::TYPE);
+    store::count_duplicate(tx, &inst.id, p.id).await?;
+    Ok(())
 }
 
 /// A payload that fails the protocol's checks. When it still names one of
@@ -156,11 +196,17 @@ async fn write(path: &std::path::Path, content: Vec<u8>) -> std::io::Result<()> 
 
 /// Step 2: records the backup and the metrics before, committed on their
 /// own (status `executing`); on a redelivery returns those recorded then.
-async fn begin(inst: &Instance, p: &Proposal, path: &std::path::Path) -> Result<MetricsSnapshot> {
+/// `None` when the proposal left the states it is executed in meanwhile
+/// (the sweeper failed it): nothing is to be done.
+async fn begin(
+    inst: &Instance,
+    p: &Proposal,
+    path: &std::path::Path,
+) -> Result<Option<MetricsSnapshot>> {
     if p.backup_existed.is_some() {
         if let Some(before) = &p.metrics_before {
             tracing::info!(proposal_id = %p.id, "resuming an interrupted execution with its recorded backup");
-            return Ok(serde_json::from_value(before.clone())?);
+            return Ok(Some(serde_json::from_value(before.clone())?));
         }
     }
     let backup = {
@@ -192,14 +238,18 @@ async fn begin(inst: &Instance, p: &Proposal, path: &std::path::Path) -> Result<
             .await?
             .ok_or(Error::NotFound(p.id))?;
         return match (fresh.state()?, fresh.metrics_before) {
-            (ProposalState::Executing, Some(b)) => Ok(serde_json::from_value(b)?),
+            (ProposalState::Executing, Some(b)) => Ok(Some(serde_json::from_value(b)?)),
+            (state, _) if state.is_final() => {
+                tracing::info!(proposal_id = %p.id, state = %state, "proposal became final during execution; nothing written");
+                Ok(None)
+            }
             (state, _) => Err(Error::Io(std::io::Error::other(format!(
                 "proposal {} changed to {state} during execution",
                 p.id
             )))),
         };
     }
-    Ok(before)
+    Ok(Some(before))
 }
 
 /// Step 4, in the ack's transaction: `applied`, the metrics after, and the

@@ -30,6 +30,9 @@
 //! consensus_failed -> executing -> applied -> rolled_back (or `failed` when
 //! an approved change cannot be applied). Every state change commits with
 //! the messages it causes and the ack of the message that caused it.
+//! Every proposal reaches a final state: an execution that is
+//! dead-lettered fails its proposal ([`execution`]), and the sweeper
+//! ([`sweeper`]) resolves any proposal stuck past its time.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -50,6 +53,7 @@ pub mod service;
 pub mod status;
 pub mod store;
 pub mod submission_spool;
+pub mod sweeper;
 pub mod voting;
 
 use tokio_util::sync::CancellationToken;

@@ -1,7 +1,9 @@
 //! The running service: the ops server (with `POST /proposals` and a
 //! `/status` of consumer states, proposals and Genesis requests by state,
 //! and queue depths; both behind `SINGULARITY_API_TOKEN`, which a server
-//! listening beyond loopback refuses to start without), the eight consumers, the pattern miner, and an
+//! listening beyond loopback refuses to start without), the eight
+//! consumers, the pattern miner, the sweeper of stuck proposals
+//! ([`crate::sweeper`]), and an
 //! orderly shutdown (consumers drain, then the server stops and the pool
 //! closes).
 //!
@@ -39,6 +41,7 @@ use crate::patterns::PatternMiner;
 use crate::profiles::ProfileUpdates;
 use crate::rollback::Rollbacks;
 use crate::status;
+use crate::sweeper::Sweeper;
 use crate::voting::VoteRequests;
 
 /// The service, started and running until its shutdown token is cancelled.
@@ -153,6 +156,13 @@ impl Singularity {
         for _ in 0..args.workers.patterns_workers {
             tasks.push(tokio::spawn(miner.clone().run(shutdown.clone())));
         }
+        let sweeper = Sweeper::new(
+            inst.clone(),
+            Duration::from_millis(args.stuck_after_ms),
+            &args.consumers,
+            Duration::from_millis(args.sweep_interval_ms),
+        );
+        tasks.push(tokio::spawn(sweeper.run(shutdown.clone())));
         tasks.push(inst.spool.clone().spawn_replayer(
             inst.pg.clone(),
             inst.id.clone(),
@@ -248,7 +258,7 @@ async fn check_login(pg: &pgflow_core::Pgflow, instance: &str) -> Result<()> {
 
 /// Connections the workers can hold at once: one transaction per handler
 /// (an execution also reads and records on a second connection; each of the
-/// three Genesis results consumers has its own workers), one per miner, plus the status refresher, the depth sampler and HTTP requests.
+/// three Genesis results consumers has its own workers), one per miner, plus the status refresher, the depth sampler, the sweeper and HTTP requests.
 fn connections_needed(args: &ServiceArgs) -> u32 {
     let w = &args.workers;
     let n = 2 * u32::from(w.consensus_workers)
@@ -257,7 +267,7 @@ fn connections_needed(args: &ServiceArgs) -> u32 {
         + u32::from(w.safety_workers)
         + u32::from(w.patterns_workers)
         + 3 * u32::from(w.genesis_workers)
-        + 3;
+        + 4;
     n.max(4)
 }
 

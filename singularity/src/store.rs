@@ -48,6 +48,22 @@ impl ProposalState {
         ProposalState::Failed,
     ];
 
+    /// The states a proposal may still leave: pending, submitted,
+    /// consensus_reached, executing. The others are final. (The SQL of
+    /// `singularity.fail_proposal`, migration 30, names the same four.)
+    pub const NOT_FINAL: [ProposalState; 4] = [
+        ProposalState::Pending,
+        ProposalState::Submitted,
+        ProposalState::ConsensusReached,
+        ProposalState::Executing,
+    ];
+
+    /// Whether the proposal's life is over (nothing more happens to it
+    /// except a rollback of an applied change).
+    pub fn is_final(self) -> bool {
+        !Self::NOT_FINAL.contains(&self)
+    }
+
     /// The name stored in `singularity.proposals.status`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -202,27 +218,24 @@ pub async fn count_duplicate(conn: &mut PgConnection, instance: &str, id: Uuid) 
     Ok(())
 }
 
-/// Marks an approved (or executing) proposal failed with `reason`; false
-/// when it is in another state (or unknown).
+/// Marks a proposal that is not final yet failed with `reason` (the SQL
+/// function `singularity.fail_proposal`, migration 30, which the trigger
+/// on dead-lettered executions shares); false when it is final already
+/// (or unknown).
 pub async fn mark_failed(
     conn: &mut PgConnection,
     instance: &str,
     id: Uuid,
     reason: &str,
 ) -> Result<bool> {
-    let n = sqlx::query(
-        "UPDATE singularity.proposals
-            SET status = 'failed', error = $3, updated_at = now()
-          WHERE id = $1 AND instance_id = $2
-            AND status IN ('submitted', 'consensus_reached', 'executing')",
+    Ok(
+        sqlx::query_scalar("SELECT singularity.fail_proposal($1, $2, $3)")
+            .bind(id)
+            .bind(instance)
+            .bind(reason)
+            .fetch_one(conn)
+            .await?,
     )
-    .bind(id)
-    .bind(instance)
-    .bind(reason)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n > 0)
 }
 
 /// An agent type's record at one instance: changes kept vs rolled back.
@@ -301,6 +314,11 @@ mod tests {
             Some(ProposalStatus::Applied)
         );
         assert_eq!(ProposalState::Failed.to_protocol(), None);
+        let open: Vec<_> = ProposalState::ALL
+            .into_iter()
+            .filter(|s| !s.is_final())
+            .collect();
+        assert_eq!(open, ProposalState::NOT_FINAL);
     }
 
     #[test]

@@ -14,9 +14,14 @@
 //! * A submission with an idempotency key that is already spooled is
 //!   answered with the spooled one (`repeat`), not spooled twice.
 //! * Bounded (`SINGULARITY_SPOOL_MAX`): a full spool is refused with a
-//!   clear error, never a silent drop. A spooled proposal the database
-//!   refuses for good (it cannot become valid) is moved to `rejected/`
-//!   with the reason, and logged.
+//!   clear error, never a silent drop.
+//! * One bad entry never blocks the others. A spooled proposal refused for
+//!   good (it breaks the protocol's rules, or the database refuses its
+//!   content: [`refused_for_content`]) is dead-lettered: moved to
+//!   `rejected/` with a `.reason` file next to it, and logged; the replay
+//!   goes on with the next one. Only a database that cannot be reached (or
+//!   fails for a reason that is not the entry's) stops a replay, and the
+//!   replayer says which of the two it is.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -211,6 +216,14 @@ impl SubmissionSpool {
                     self.reject(&path, &why)?;
                     continue;
                 }
+                Err(e) if refused_for_content(&e) => {
+                    let why = format!(
+                        "refused by the database: {}",
+                        pgflow_core::error::report(&e)
+                    );
+                    self.reject(&path, &why)?;
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
             std::fs::remove_file(&path).map_err(|e| io_err("cannot remove", &path, e))?;
@@ -232,7 +245,8 @@ impl SubmissionSpool {
     }
 
     /// Replays every [`REPLAY_EVERY`] until `shutdown` is cancelled; a
-    /// database still down is logged once per outage.
+    /// database still down is logged once per outage, any other error
+    /// each time it changes.
     pub fn spawn_replayer(
         self: Arc<Self>,
         pg: Pgflow,
@@ -240,7 +254,7 @@ impl SubmissionSpool {
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut failing = false;
+            let mut failing: Option<String> = None;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -257,16 +271,40 @@ impl SubmissionSpool {
                                 "spooled proposals submitted: PostgreSQL is back"
                             );
                         }
-                        failing = false;
+                        failing = None;
                     }
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(error = %pgflow_core::error::report(&e), waiting = self.len(), "spooled proposals wait: database still unreachable");
+                    Err(e) => {
+                        let unreachable = is_unreachable(&e);
+                        let why = pgflow_core::error::report(&e);
+                        let key = if unreachable {
+                            "unreachable".to_string()
+                        } else {
+                            why.clone()
+                        };
+                        if failing.as_ref() != Some(&key) {
+                            if unreachable {
+                                tracing::warn!(error = %why, waiting = self.len(), "spooled proposals wait: database still unreachable");
+                            } else {
+                                tracing::error!(error = %why, waiting = self.len(), "spooled proposals wait: the database refused the replay");
+                            }
+                        }
+                        failing = Some(key);
                     }
-                    Err(_) => {}
                 }
             }
         })
+    }
+}
+
+/// Whether the database refused `e`'s statement for the values the
+/// proposal carried, so no retry can store it (see
+/// [`pgflow_core::error::is_data_error`]).
+pub fn refused_for_content(e: &Error) -> bool {
+    match e {
+        Error::Queue(pgflow_core::Error::Database(d)) | Error::Database(d) => {
+            pgflow_core::error::is_data_error(d)
+        }
+        _ => false,
     }
 }
 

@@ -157,7 +157,7 @@ pub(super) fn lost(receipts: &[Receipt], done: &[Uuid]) -> Vec<Uuid> {
         .collect()
 }
 
-fn truncate_error(e: &str) -> String {
+pub(super) fn truncate_error(e: &str) -> String {
     if e.len() <= MAX_ERROR_LEN {
         return e.to_string();
     }

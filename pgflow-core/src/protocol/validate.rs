@@ -13,6 +13,9 @@ pub const MAX_TEXT_LEN: usize = 16 * 1024;
 pub const MAX_CODE_LEN: usize = 1024 * 1024;
 /// Longest relative file path, in bytes.
 pub const MAX_PATH_LEN: usize = 1024;
+/// Longest component of a relative file path (a directory or file name),
+/// in bytes: what common file systems (ext4, XFS, btrfs, APFS, NTFS) allow.
+pub const MAX_PATH_COMPONENT_LEN: usize = 255;
 /// Largest open JSON object (a Genesis rule), serialized, in bytes.
 pub const MAX_RULE_LEN: usize = 64 * 1024;
 /// Most entries in a list or map of a payload (votes, models, findings).
@@ -102,12 +105,20 @@ pub(crate) fn text(field: &str, value: &str) -> Check {
     bounded(field, value, MAX_TEXT_LEN)
 }
 
-/// A string of at most `max` bytes (empty allowed).
+/// A string of at most `max` bytes (empty allowed), without a NUL
+/// character: PostgreSQL can store none in `text` or `jsonb`, so a payload
+/// carrying one could never be sent or stored.
 pub(crate) fn bounded(field: &str, value: &str, max: usize) -> Check {
     if value.len() > max {
         return Err(ValidationError::new(
             field,
             format!("must be at most {max} bytes, got {}", value.len()),
+        ));
+    }
+    if let Some(at) = value.find('\0') {
+        return Err(ValidationError::new(
+            field,
+            format!("must not contain a NUL character (found at byte {at}); PostgreSQL cannot store one"),
         ));
     }
     Ok(())
@@ -163,8 +174,10 @@ pub(crate) fn items(field: &str, len: usize) -> Check {
 
 /// A file path relative to a workspace that cannot leave it: not empty, not
 /// absolute (`/x`, `\x`, `C:x`), no `..` component, no control characters,
-/// naming a file (not ending in a separator, `.` or `..`). Both `/` and `\`
-/// count as separators, whatever the platform.
+/// naming a file (not ending in a separator, `.` or `..`), no component
+/// longer than [`MAX_PATH_COMPONENT_LEN`] bytes (a file system refuses such
+/// a name when the change is applied). Both `/` and `\` count as
+/// separators, whatever the platform.
 pub(crate) fn relative_path(field: &str, value: &str) -> Check {
     let refuse = |reason: &str| {
         Err(ValidationError::new(
@@ -193,6 +206,16 @@ pub(crate) fn relative_path(field: &str, value: &str) -> Check {
     while let Some(part) = parts.next() {
         if part == ".." {
             return refuse("contains a '..' component, which could leave the workspace");
+        }
+        if part.len() > MAX_PATH_COMPONENT_LEN {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "has a component of {} bytes; a file or directory name may have at most \
+                     {MAX_PATH_COMPONENT_LEN}",
+                    part.len()
+                ),
+            ));
         }
         if parts.peek().is_none() && (part.is_empty() || part == ".") {
             return refuse("names a directory, not a file");
@@ -243,6 +266,33 @@ mod tests {
             assert!(err.to_string().contains(why), "{p:?}: {err}");
         }
         assert!(relative_path("f", &"a".repeat(MAX_PATH_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn each_path_component_is_bounded() {
+        let longest = "n".repeat(MAX_PATH_COMPONENT_LEN);
+        assert!(relative_path("f", &format!("src/{longest}")).is_ok());
+        for p in [
+            format!("src/{longest}x"),
+            format!("{longest}x/lib.rs"),
+            format!("a\\{longest}x\\b"),
+        ] {
+            let err = relative_path("code_change.file", &p).unwrap_err();
+            assert!(err.reason.contains("component of 256 bytes"), "{err}");
+        }
+    }
+
+    #[test]
+    fn nul_characters_are_refused_in_every_text() {
+        for check in [
+            code("change", "fn a() {}\0"),
+            text("reason", "a\0b"),
+            bounded("summary", "\0", 10),
+        ] {
+            let err = check.unwrap_err();
+            assert!(err.reason.contains("NUL"), "{err}");
+        }
+        assert!(code("change", "tabs\tand\nnewlines are fine").is_ok());
     }
 
     #[test]

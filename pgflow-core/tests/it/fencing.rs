@@ -191,3 +191,51 @@ async fn ack_and_claim_acks_fenced_and_claims_in_one_statement() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn cancelled_messages_are_dead_lettered_and_their_holder_loses_the_lease() {
+    let t = db().await;
+    let q = queue(&t.pgflow, "cancel", 3).await;
+    let ids = send_rows(&t.pgflow, &q, &[msg(1), msg(2), msg(3)]).await;
+    // Message 1 is leased (in flight), 2 waits for a retry, 3 is ready.
+    let held = t.pgflow.claim(&q, 1).await.unwrap().pop().unwrap();
+    assert_eq!(held.id, ids[0]);
+    let second = t.pgflow.claim(&q, 1).await.unwrap().pop().unwrap();
+    t.pgflow
+        .nack(second.receipt(), Failure::retryable("try later"))
+        .await
+        .unwrap();
+
+    let mut tx = t.pgflow.pool().begin().await.unwrap();
+    let mut cancelled = Vec::new();
+    for n in [1, 2] {
+        cancelled.extend(
+            t.pgflow
+                .cancel_matching_in_tx(
+                    &mut tx,
+                    &q,
+                    "",
+                    &serde_json::json!({ "n": n }),
+                    "overridden",
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(cancelled, ids[..2]);
+
+    // The holder's fenced ack fails; the cancelled ones are in the DLQ
+    // with the reason; the third is untouched.
+    let err = t.pgflow.ack(held.receipt()).await.unwrap_err();
+    assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+    let dlq = t.pgflow.list_dlq_messages(Some(&q), 10).await.unwrap();
+    assert_eq!(dlq.len(), 2);
+    for d in &dlq {
+        assert_eq!(d.error, "overridden");
+        let last = d.history.as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["outcome"], "cancelled");
+    }
+    let rest = t.pgflow.claim(&q, 10).await.unwrap();
+    assert_eq!(rest.iter().map(|d| d.id).collect::<Vec<_>>(), [ids[2]]);
+}

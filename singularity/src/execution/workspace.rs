@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use pgflow_core::protocol::validate::MAX_PATH_COMPONENT_LEN;
 use tokio::sync::OwnedMutexGuard;
 
 /// Why a path was refused, or why it could not be checked.
@@ -60,7 +61,8 @@ impl Workspace {
     /// The absolute path of `file` inside the workspace, or why not.
     ///
     /// Checks, in order: the text (not empty, no control characters, not
-    /// absolute, no `..` component, names a file); then, on disk, every
+    /// absolute, no `..` component, no component longer than a file system
+    /// allows, names a file); then, on disk, every
     /// existing parent directory, canonicalised, must lie inside the
     /// canonical workspace (a symlinked directory is followed and checked);
     /// the file itself may not be a symlink or a directory. Missing parent
@@ -74,7 +76,7 @@ impl Workspace {
             file: file.to_string(),
             source,
         };
-        let parts = lexical_parts(file).map_err(|r| refuse(r.to_string()))?;
+        let parts = lexical_parts(file).map_err(refuse)?;
         std::fs::create_dir_all(&self.root).map_err(io_err)?;
         let root = self.root.canonicalize().map_err(io_err)?;
         let Some((name, parents)) = parts.split_last() else {
@@ -152,7 +154,20 @@ impl Workspace {
 }
 
 /// The normal components of `file`, or why the text alone is refused.
-fn lexical_parts(file: &str) -> Result<Vec<&OsStr>, &'static str> {
+fn lexical_parts(file: &str) -> Result<Vec<&OsStr>, String> {
+    let parts = lexical_components(file).map_err(str::to_string)?;
+    if let Some(long) = parts.iter().find(|p| p.len() > MAX_PATH_COMPONENT_LEN) {
+        return Err(format!(
+            "a component has {} bytes; a file or directory name may have at most \
+             {MAX_PATH_COMPONENT_LEN}",
+            long.len()
+        ));
+    }
+    Ok(parts)
+}
+
+/// [`lexical_parts`] without the length check.
+fn lexical_components(file: &str) -> Result<Vec<&OsStr>, &'static str> {
     if file.trim().is_empty() {
         return Err("the path is empty");
     }
@@ -200,22 +215,23 @@ pub fn read_backup(path: &Path) -> io::Result<Option<Vec<u8>>> {
 
 /// Replaces `path` with `content` atomically: parent directories are
 /// created, the content goes to a temporary file beside it, is synced, and
-/// renamed over the file.
+/// renamed over the file. The temporary name does not repeat the file's
+/// (`.singularity-tmp.<uuid>`), so it fits wherever the file's name does.
 pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
     let parent = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
     std::fs::create_dir_all(parent)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(
-        ".{}.singularity-tmp",
+    if path.file_name().is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path has no file name",
+        ));
+    }
+    let tmp = parent.join(format!(
+        ".singularity-tmp.{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let tmp = parent.join(tmp_name);
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -270,6 +286,14 @@ mod tests {
             let reason = refused(&ws, file);
             assert!(reason.contains(why), "{file:?}: {reason}");
         }
+        let too_long = refused(&ws, &format!("src/{}", "n".repeat(256)));
+        assert!(too_long.contains("256 bytes"), "{too_long}");
+        let longest = "n".repeat(MAX_PATH_COMPONENT_LEN);
+        let p = ws.resolve(&format!("src/{longest}")).unwrap();
+        // The longest name a file system allows is written (its temporary
+        // file's name is shorter).
+        write_atomic(&p, b"x").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"x");
         let ok = ws.resolve("./src/lib.rs").unwrap();
         assert!(ok.ends_with("ws/src/lib.rs"), "{ok:?}");
     }

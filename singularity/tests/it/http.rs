@@ -60,6 +60,11 @@ async fn post_proposals_submits_and_refuses_bad_bodies_with_400() {
             r#"{"agent_type":"A","file":"a.rs","change":"x","risk_score":-3}"#,
             "risk_score",
         ),
+        // PostgreSQL cannot store a NUL: refused at the door (never a 503).
+        (
+            r#"{"agent_type":"A","file":"a.rs","change":"x\u0000y"}"#,
+            "NUL",
+        ),
     ] {
         let (status, body) = http(env.addr, "POST", "/proposals", bad).await;
         assert_eq!(status, 400, "{bad}: {body}");

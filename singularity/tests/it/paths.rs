@@ -4,48 +4,8 @@
 //! symlinks leading out of the workspace.
 
 use pgflow_core::protocol::{queues, ConsensusStatus};
-use pgflow_core::OutgoingMessage;
-use uuid::Uuid;
 
-use crate::support::{q, waiting, Env};
-
-/// Stores a proposal as admin, bypassing every check of `submit`.
-async fn store_raw(env: &Env, file: &str, status: &str) -> (Uuid, Uuid) {
-    let (id, trace) = (Uuid::now_v7(), Uuid::now_v7());
-    sqlx::query(
-        "INSERT INTO singularity.proposals
-             (id, instance_id, agent_type, file, change, impact_score, risk_score, status, trace_id)
-         VALUES ($1, $2, 'BugFixerAgent', $3, 'pwned', 1, 1, $4, $5)",
-    )
-    .bind(id)
-    .bind(&env.id)
-    .bind(file)
-    .bind(status)
-    .bind(trace)
-    .execute(env.t.pgflow.pool())
-    .await
-    .unwrap();
-    (id, trace)
-}
-
-/// Sends an execution message without the protocol's checks.
-async fn send_raw_execution(env: &Env, id: Uuid, trace: Uuid, file: &str) {
-    let msg = OutgoingMessage::new(
-        "proposal_for_execution",
-        serde_json::json!({
-            "proposal_id": id,
-            "instance_id": env.id,
-            "agent_type": "BugFixerAgent",
-            "code_change": {"file": file, "change": "pwned"},
-        }),
-    )
-    .trace_id(trace)
-    .target(&env.id);
-    env.sing
-        .send_with_notify(&q(queues::PROPOSALS_FOR_EXECUTION), msg)
-        .await
-        .unwrap();
-}
+use crate::support::{send_raw_execution, store_raw, waiting, Env};
 
 #[tokio::test]
 async fn dot_dot_and_absolute_paths_are_refused_at_execution() {

@@ -158,3 +158,72 @@ async fn the_cli_spools_a_proposal_while_postgres_is_unreachable() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
 }
+
+#[tokio::test]
+async fn a_spooled_entry_refused_for_its_content_is_dead_lettered_while_the_rest_replay() {
+    let t = TestDb::new().await.unwrap();
+    let pg = t.connect_as("singularity").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = SubmissionSpool::open(dir.path().join("ws.spool"), 10).unwrap();
+    let dead = unreachable();
+
+    // At the door, a NUL is refused (not spooled), database or not.
+    let mut nul = proposal(9, "src/nul.rs");
+    nul.change = "fn a() {}\0".into();
+    let refused = submit_or_spool(&dead, &spool, "singularity_1", nul.clone()).await;
+    assert!(
+        matches!(&refused, Err(Error::InvalidProposal(why)) if why.contains("NUL")),
+        "{refused:?}"
+    );
+    assert!(spool.is_empty());
+
+    // A spool written before that check (or by hand) holds a NUL change,
+    // and an entry the database refuses for its content (a constraint
+    // stands in for any such refusal), between valid ones.
+    sqlx::query(
+        "ALTER TABLE singularity.proposals
+           ADD CONSTRAINT test_no_forbidden CHECK (agent_type <> 'ForbiddenAgent')",
+    )
+    .execute(t.pgflow.pool())
+    .await
+    .unwrap();
+    let mut forbidden = proposal(3, "src/f3.rs");
+    forbidden.agent_type = "ForbiddenAgent".into();
+    let entries = [
+        proposal(0, "src/f0.rs"),
+        nul,
+        proposal(2, "src/f2.rs"),
+        forbidden,
+        proposal(4, "src/f4.rs"),
+    ];
+    let mut ids = Vec::new();
+    for p in entries {
+        let (id, trace) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        spool.put(id, trace, p).await.unwrap();
+        ids.push(id);
+    }
+
+    // The replay submits the three valid ones, in order, and moves the two
+    // bad ones aside with their reasons; nothing is left to block it.
+    assert_eq!(spool.replay(&pg, "singularity_1").await.unwrap(), 3);
+    assert!(spool.is_empty());
+    let stored: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM singularity.proposals ORDER BY id")
+            .fetch_all(t.pgflow.pool())
+            .await
+            .unwrap();
+    let mut want = vec![ids[0], ids[2], ids[4]];
+    want.sort();
+    assert_eq!(stored, want);
+    let rejected = dir.path().join("ws.spool/rejected");
+    let reason = |id: uuid::Uuid| {
+        assert!(rejected.join(format!("{id}.json")).is_file(), "{id} kept");
+        std::fs::read_to_string(rejected.join(format!("{id}.reason"))).unwrap()
+    };
+    assert!(reason(ids[1]).contains("NUL"), "{}", reason(ids[1]));
+    let why = reason(ids[3]);
+    assert!(
+        why.contains("refused by the database") && why.contains("test_no_forbidden"),
+        "{why}"
+    );
+}

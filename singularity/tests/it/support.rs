@@ -14,7 +14,7 @@ use pgflow_core::protocol::{
 };
 use pgflow_core::service::{DatabaseArgs, HttpArgs};
 use pgflow_core::testing::{wait_for, TestDb};
-use pgflow_core::{ClaimOptions, Delivery, MessageType, Pgflow, QueueName};
+use pgflow_core::{ClaimOptions, Delivery, MessageType, OutgoingMessage, Pgflow, QueueName};
 use singularity::store::Proposal;
 use singularity::{Instance, NewProposal, ServiceArgs, Singularity, Submitted};
 use tokio::task::JoinHandle;
@@ -276,6 +276,44 @@ impl Env {
             .await
             .unwrap()
     }
+}
+
+/// Stores a proposal as admin, bypassing every check of `submit`.
+pub async fn store_raw(env: &Env, file: &str, status: &str) -> (Uuid, Uuid) {
+    let (id, trace) = (Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO singularity.proposals
+             (id, instance_id, agent_type, file, change, impact_score, risk_score, status, trace_id)
+         VALUES ($1, $2, 'BugFixerAgent', $3, 'pwned', 1, 1, $4, $5)",
+    )
+    .bind(id)
+    .bind(&env.id)
+    .bind(file)
+    .bind(status)
+    .bind(trace)
+    .execute(env.t.pgflow.pool())
+    .await
+    .unwrap();
+    (id, trace)
+}
+
+/// Sends an execution message without the protocol's checks.
+pub async fn send_raw_execution(env: &Env, id: Uuid, trace: Uuid, file: &str) {
+    let msg = OutgoingMessage::new(
+        "proposal_for_execution",
+        serde_json::json!({
+            "proposal_id": id,
+            "instance_id": env.id,
+            "agent_type": "BugFixerAgent",
+            "code_change": {"file": file, "change": "pwned"},
+        }),
+    )
+    .trace_id(trace)
+    .target(&env.id);
+    env.sing
+        .send_with_notify(&q(protocol::queues::PROPOSALS_FOR_EXECUTION), msg)
+        .await
+        .unwrap();
 }
 
 /// Claims (and acks) the next message of `queue` for `target`, waiting for one.
