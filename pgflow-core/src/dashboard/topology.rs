@@ -64,10 +64,17 @@ const SERVICES: [Service; 3] = [
 
 /// Reads the nodes' state (the sampler does, once per sample).
 pub async fn read_nodes(pg: &Pgflow) -> Result<Vec<Node>> {
+    // A service's connections: its role's and its members' (each instance
+    // logs in as its own role, a member of `singularity`).
     let conns: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT usename::text, count(*)::int8 FROM pg_stat_activity
-          WHERE datname = current_database() AND usename = ANY($1)
-          GROUP BY usename",
+        "SELECT s.service, count(a.pid)::int8
+           FROM unnest($1::text[]) AS s(service)
+           JOIN pg_stat_activity a
+             ON a.datname = current_database() AND a.usename IS NOT NULL
+            AND pg_has_role(a.usename, s.service, 'MEMBER')
+            AND NOT pg_has_role(a.usename, (SELECT relowner FROM pg_class
+                                             WHERE oid = 'pgflow.messages'::regclass), 'USAGE')
+          GROUP BY s.service",
     )
     .bind(SERVICES.map(Service::as_str).to_vec())
     .fetch_all(pg.pool())

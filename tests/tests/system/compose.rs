@@ -18,8 +18,10 @@ fn consumed_elsewhere() -> Vec<(String, &'static str)> {
         "RUST_LOG".to_string(),
         "read by tracing-subscriber's EnvFilter",
     )];
-    for role in SERVICE_ROLES {
-        for var in [password_var(role), password_file_var(role)] {
+    // The instances' roles (`pgflow init --instances`) read theirs the same way.
+    let instances = (1..=9).map(|i| format!("singularity_{i}"));
+    for role in SERVICE_ROLES.map(String::from).into_iter().chain(instances) {
+        for var in [password_var(&role), password_file_var(&role)] {
             v.push((
                 var,
                 "read by `pgflow init --role-passwords-from-env` (pgflow_core::cli::roles), \
@@ -374,8 +376,24 @@ fn compose_services_connect_with_their_own_roles_and_no_plain_password() {
         }
     }
     for s in services.iter().filter(|s| s.build && s.name != "migrate") {
-        let role = &s.command[0];
-        assert!(SERVICE_ROLES.contains(&role.as_str()), "{}", s.name);
+        let service = &s.command[0];
+        assert!(SERVICE_ROLES.contains(&service.as_str()), "{}", s.name);
+        // An instance logs in as its own role, which the migration creates.
+        let role = if service == "singularity" {
+            let id = &s.environment["INSTANCE_ID"];
+            let listed = migrate
+                .command
+                .windows(2)
+                .any(|w| w[0] == "--instances" && w[1].split(',').any(|i| i == id));
+            assert!(
+                listed,
+                "migrate must create {id}'s role: {:?}",
+                migrate.command
+            );
+            id
+        } else {
+            service
+        };
         let url = &s.environment["PGFLOW_DATABASE_URL"];
         let (user, password) = url_password(url).expect("a URL with user and password");
         assert_eq!(

@@ -283,15 +283,21 @@ async fn services_log_in_with_the_role_passwords_that_init_sets() {
     admin.close().await;
 
     // dev-only: throwaway passwords of a private cluster (URL-safe, as compose needs).
+    // singularity_1 is an instance: its own role, created by `init --instances`.
     let passwords = [
-        ("singularity", "s1ng-dev-only"),
+        ("singularity_1", "s1ng-dev-only"),
         ("centralcloud", "cc-dev-only"),
         ("genesis", "gen-dev-only"),
     ];
     let mut init = std::process::Command::new(system_tests::bin_path("pgflow"));
-    init.args(["init", "--role-passwords-from-env"])
-        .env_clear()
-        .env("PGFLOW_DATABASE_URL", pg.url("pgflow"));
+    init.args([
+        "init",
+        "--role-passwords-from-env",
+        "--instances",
+        "singularity_1",
+    ])
+    .env_clear()
+    .env("PGFLOW_DATABASE_URL", pg.url("pgflow"));
     for (role, pw) in passwords {
         init.env(pgflow_core::cli::roles::password_var(role), pw);
     }
@@ -303,7 +309,8 @@ async fn services_log_in_with_the_role_passwords_that_init_sets() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("password set for roles singularity, centralcloud, genesis"),
+        stdout.contains("instance roles singularity_1 (1 created)")
+            && stdout.contains("password set for roles centralcloud, genesis, singularity_1"),
         "{stdout}"
     );
 
@@ -316,8 +323,9 @@ async fn services_log_in_with_the_role_passwords_that_init_sets() {
     let port = pg.port();
     for (role, pw) in passwords {
         let url = format!("postgres://{role}:{pw}@127.0.0.1:{port}/pgflow");
-        let mut s = Service::spawn(role, &[], &[("PGFLOW_DATABASE_URL", &url)]);
-        s.wait_for_line(&format!("{role} ready"), Duration::from_secs(30))
+        let service = role.trim_end_matches("_1");
+        let mut s = Service::spawn(service, &[], &[("PGFLOW_DATABASE_URL", &url)]);
+        s.wait_for_line(&format!("{service} ready"), Duration::from_secs(30))
             .await;
         assert_eq!(
             s.terminate(Duration::from_secs(15)).await,

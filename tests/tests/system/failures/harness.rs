@@ -177,7 +177,8 @@ impl Sys {
     /// `singularity propose` as `instance` (its workspace and spool as the
     /// running instance's): the proposal id, or the CLI's output.
     pub async fn propose(&self, instance: &str, file: &str, change: &str) -> Result<Uuid, String> {
-        let url = self.t.instance_url(instance, "singularity").await.unwrap();
+        // The instance's role exists since `start_instance` (the database may be down now).
+        let url = self.t.url_as(instance);
         let args = [
             "propose",
             "--agent-type",
