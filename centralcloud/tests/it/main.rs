@@ -9,5 +9,7 @@ mod consensus;
 mod dlq;
 mod guardian;
 mod learning;
+mod learning_recovery;
+mod learning_schedule;
 mod patterns;
 mod support;
