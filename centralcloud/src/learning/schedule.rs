@@ -1,6 +1,7 @@
 //! When passes run: the time of the last pass is kept in
 //! `centralcloud.learning_schedule` (one row), written in the transaction
-//! that stores the pass's results, so the schedule survives restarts. The
+//! that stores the pass's results (a `centralcloud learn` pass counts too),
+//! so the schedule survives restarts; `centralcloud status` shows it. The
 //! periodic loop ([`run_loop`]) runs a pass when one is due (one interval
 //! after the last pass, or at once when there never was one): a pass that
 //! came due while centralcloud was down runs as soon as it is back, and only

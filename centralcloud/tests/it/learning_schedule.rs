@@ -124,7 +124,10 @@ async fn a_pass_in_progress_makes_the_others_skip() {
         .await
         .unwrap();
     assert!(matches!(tick, Tick::Ran(_)), "{tick:?}");
-    assert!(last_pass(&h).await.is_some());
+    let at = last_pass(&h).await;
+    assert!(at.is_some());
+    let overview = centralcloud::status::overview(h.cc.pool()).await.unwrap();
+    assert_eq!(overview.last_pass_at, at);
     next_pass_a_full_interval_away(&h).await;
     h.stop().await;
 }
