@@ -1,4 +1,4 @@
-//! The learning loop: turns outcomes (consensus decisions, execution
+//! The learning loop: turns evidence (consensus decisions, execution
 //! metrics and their breaches, pattern reports) into updated safety
 //! profiles per agent type, broadcast to every instance
 //! (`guardian_safety_profiles_queue`), promotes patterns confirmed by
@@ -12,7 +12,7 @@
 //!
 //! * **success rate**: the share of an agent type's *applied changes* that
 //!   worked, as a Bayesian estimate that forgets ([`Outcomes`]): the prior
-//!   [`DEFAULT_SUCCESS_RATE`] worth [`PRIOR_WEIGHT`] outcomes, plus every
+//!   `p0` ([`DEFAULT_SUCCESS_RATE`]) worth [`PRIOR_WEIGHT`] outcomes, plus every
 //!   outcome weighted by `2^(-age / half-life)` (age since centralcloud
 //!   received it; `CENTRALCLOUD_LEARNING_HALF_LIFE_MS`, default one day).
 //!   Outcomes: each execution (no breach = 1, breach = 0) and each pattern
