@@ -109,6 +109,13 @@ pub struct EngineArgs {
     #[arg(long, env = "CENTRALCLOUD_LEARNING_MIN_SAMPLES", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub learning_min_samples: u64,
+    /// Half-life of an outcome in an agent type's success rate, in
+    /// milliseconds: an execution or pattern report this old weighs half as
+    /// much as a new one, so an agent type locked out by old failures
+    /// regains the instances' trust as they age (default one day).
+    #[arg(long, env = "CENTRALCLOUD_LEARNING_HALF_LIFE_MS", default_value_t = 86_400_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub learning_half_life_ms: u64,
 }
 
 /// Parses a quorum: a decimal or a fraction `a/b`, in `(0, 1]`.
@@ -146,6 +153,8 @@ pub struct Settings {
     pub learning_interval: Option<Duration>,
     /// Executions needed before a pass moves an agent type's thresholds.
     pub learning_min_samples: u64,
+    /// Half-life of an outcome in the success rate.
+    pub learning_half_life: Duration,
     /// Workers on proposals_for_consensus_queue.
     pub proposals_workers: usize,
     /// Workers on metrics_to_guardian_queue.
@@ -176,6 +185,7 @@ impl Default for Settings {
             decider_interval: Duration::from_millis(500),
             learning_interval: Some(Duration::from_millis(60_000)),
             learning_min_samples: 3,
+            learning_half_life: Duration::from_millis(86_400_000),
             proposals_workers: 3,
             metrics_workers: 2,
             patterns_workers: 1,
@@ -200,6 +210,7 @@ impl Settings {
             learning_interval: (e.learning_interval_ms > 0)
                 .then(|| Duration::from_millis(e.learning_interval_ms)),
             learning_min_samples: e.learning_min_samples,
+            learning_half_life: Duration::from_millis(e.learning_half_life_ms),
             proposals_workers: w.proposals_workers as usize,
             metrics_workers: w.metrics_workers as usize,
             patterns_workers: w.patterns_workers as usize,

@@ -72,7 +72,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
 pub fn learn_summary(r: &learning::LearningReport) -> String {
     match r.run_id {
         _ if r.busy => "learning pass skipped: another pass is running".to_string(),
-        None => "learning pass: no new evidence since the last pass; nothing sent".to_string(),
+        None => "learning pass: no new evidence since the last pass and no profile moved; nothing sent".to_string(),
         Some(id) => format!(
             "learning pass {id}: patterns_processed={} rules_generated={} thresholds_updated={} profiles_updated={} (proposals={} metrics={} pattern_reports={})",
             r.patterns_processed,

@@ -3,6 +3,8 @@
 //! change is a new version; the current profile is the highest version, and
 //! an agent type without one gets [`default_profile`] (version 0).
 
+use std::collections::BTreeMap;
+
 use pgflow_core::protocol::SafetyProfile;
 use pgflow_core::Result;
 use sqlx::PgConnection;
@@ -64,6 +66,32 @@ pub async fn current(conn: &mut PgConnection, agent_type: &str) -> Result<Versio
             profile: default_profile(),
         },
     })
+}
+
+/// The current profile of every agent type that has one stored.
+pub async fn all_current(conn: &mut PgConnection) -> Result<BTreeMap<String, Versioned>> {
+    let rows: Vec<(String, i32, f64, f64, f64, f64)> = sqlx::query_as(
+        "SELECT DISTINCT ON (agent_type)
+                agent_type, version, success_rate, error_threshold, latency_threshold, cost_threshold
+           FROM centralcloud.safety_profiles
+          ORDER BY agent_type, version DESC",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(agent, version, success_rate, error_threshold, latency_threshold, cost_threshold)| {
+                let profile = SafetyProfile {
+                    success_rate,
+                    error_threshold,
+                    latency_threshold,
+                    cost_threshold,
+                };
+                (agent, Versioned { version, profile })
+            },
+        )
+        .collect())
 }
 
 /// Stores `profile` as version `version` of `agent_type`.

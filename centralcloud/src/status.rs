@@ -92,8 +92,11 @@ pub struct Overview {
     pub patterns: PatternCounts,
     /// Current safety profile per agent type.
     pub profiles: Vec<ProfileRow>,
-    /// The last learning pass, if any.
+    /// The last learning pass that learned something, if any.
     pub last_learning_run: Option<LearningRow>,
+    /// When the last learning pass ran (with or without anything to learn;
+    /// the next periodic one is due an interval later).
+    pub last_pass_at: Option<DateTime<Utc>>,
 }
 
 /// Proposals by status, every status present.
@@ -145,12 +148,18 @@ pub async fn overview(pool: &PgPool) -> Result<Overview> {
     )
     .fetch_optional(pool)
     .await?;
+    let last_pass_at =
+        sqlx::query_scalar("SELECT last_pass_at FROM centralcloud.learning_schedule")
+            .fetch_optional(pool)
+            .await?
+            .flatten();
     Ok(Overview {
         proposals,
         votes,
         patterns,
         profiles,
         last_learning_run,
+        last_pass_at,
     })
 }
 
@@ -206,6 +215,10 @@ pub fn render(o: &Overview) -> String {
             r.id, r.trigger, r.patterns_processed, r.rules_generated, r.thresholds_updated
         ),
         None => "last learning pass: none".to_string(),
+    };
+    let learning = match o.last_pass_at {
+        Some(at) => format!("{learning}\nlast pass (learned or not) at {at}"),
+        None => learning,
     };
     let profiles = if o.profiles.is_empty() {
         "safety profiles: none learned yet (the guardian uses the defaults)".to_string()

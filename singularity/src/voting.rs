@@ -12,7 +12,10 @@
 //!    `50 × error_threshold`, at most 10 (seed 001's error threshold 0.10
 //!    tolerates risk 5);
 //! 2. **profile success rate**: at least the floor
-//!    (`SINGULARITY_MIN_SUCCESS_RATE`, default 0.8);
+//!    (`SINGULARITY_MIN_SUCCESS_RATE`, default 0.8); centralcloud's learning
+//!    loop computes that rate from applied changes only (rejections are not
+//!    failures) and lets old outcomes age, so an agent type below the floor
+//!    is trusted again once its failures are old enough;
 //! 3. **own history**: once the instance has seen `SINGULARITY_MIN_HISTORY`
 //!    outcomes of the agent type (applied or rolled back), the share it kept
 //!    must reach the same floor.

@@ -1,16 +1,18 @@
 //! One pass of the learning loop, in one transaction: claim the evidence no
 //! pass has used yet (each row is stamped with the run that used it, so
-//! evidence is learned from exactly once), store the changed profiles as new
-//! versions, promote rules, record the run, and send the profile updates
-//! (broadcast) and `learning_loop_completed`. Either all of it commits or
-//! none. Passes of several processes are serialised by an advisory lock; a
-//! pass that finds no new evidence changes and sends nothing.
+//! evidence is learned from exactly once), recompute every agent type's
+//! success rate from its outcomes weighted by age, store the changed
+//! profiles as new versions, promote rules, record the run and the pass's
+//! time ([`super::schedule`]), and send the profile updates (broadcast) and
+//! `learning_loop_completed`. Either all of it commits or none. Passes of
+//! several processes are serialised by the lock on the schedule row; a pass
+//! that finds no new evidence and no profile to move records only its time,
+//! and sends nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::Utc;
-use pgflow_core::error::report;
 use pgflow_core::protocol::{
     self, queues, LearningLoopCompleted, SafetyProfile, SafetyProfileUpdate,
 };
@@ -18,16 +20,14 @@ use pgflow_core::telemetry::{emit, Event};
 use pgflow_core::{Pgflow, Result};
 use serde::Serialize;
 use sqlx::PgConnection;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{learn, Evidence, RULE_MIN_INSTANCES, RULE_MIN_SUCCESS};
+use super::{
+    learn, outcomes, schedule, Evidence, Outcomes, DECAY_STEP, RULE_MIN_INSTANCES, RULE_MIN_SUCCESS,
+};
 use crate::config::Settings;
 use crate::{profiles, queue, SOURCE};
-
-/// Advisory lock key serialising learning passes ("cc-learn").
-const LOCK_KEY: i64 = 0x6363_2d6c_6561_726e;
 
 /// The `source` of the profile updates this loop broadcasts.
 pub const PROFILE_SOURCE: &str = "centralcloud_learning_loop";
@@ -86,50 +86,67 @@ pub struct LearningReport {
     pub profiles: Vec<UpdatedProfile>,
 }
 
-/// Runs one pass (see the module docs).
+/// Runs one pass now (see the module docs); `busy` when another pass is
+/// running.
 pub async fn run_pass(
     pg: &Pgflow,
     settings: &Settings,
     trigger: Trigger,
 ) -> Result<LearningReport> {
     let mut tx = pg.pool().begin().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(LOCK_KEY)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !locked {
+    if schedule::lock(&mut tx, Duration::ZERO).await?.is_none() {
         return Ok(LearningReport {
             busy: true,
             ..LearningReport::default()
         });
     }
+    let report = run_locked(pg, &mut tx, settings, trigger).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// Runs one pass in `tx`, which holds the schedule lock, and records its
+/// time there. The run and its results are kept only when it learned
+/// something (a savepoint is rolled back otherwise).
+pub(crate) async fn run_locked(
+    pg: &Pgflow,
+    tx: &mut PgConnection,
+    settings: &Settings,
+    trigger: Trigger,
+) -> Result<LearningReport> {
+    let mut sp = sqlx::Connection::begin(&mut *tx).await?;
     let trace_id = Uuid::now_v7();
     let run_id: i64 = sqlx::query_scalar(
         "INSERT INTO centralcloud.learning_runs (trigger, trace_id) VALUES ($1, $2) RETURNING id",
     )
     .bind(trigger.as_str())
     .bind(trace_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *sp)
     .await?;
     let span = tracing::info_span!("learning", run_id, trace_id = %trace_id);
-    let report = learn_in_tx(pg, &mut tx, settings, run_id, trace_id)
+    let report = learn_in_tx(pg, &mut sp, settings, run_id, trace_id)
         .instrument(span)
         .await?;
     if report.run_id.is_some() {
-        tx.commit().await?;
+        sp.commit().await?;
     } else {
-        tx.rollback().await?;
+        sp.rollback().await?;
     }
+    schedule::record(tx).await?;
     Ok(report)
 }
 
-async fn learn_in_tx(
-    pg: &Pgflow,
-    tx: &mut PgConnection,
-    settings: &Settings,
-    run_id: i64,
-    trace_id: Uuid,
-) -> Result<LearningReport> {
+/// The evidence a pass claimed: per agent type, and what it counted.
+struct Claimed {
+    evidence: BTreeMap<String, Evidence>,
+    proposals: u64,
+    metrics: u64,
+    reports: u64,
+    patterns: u64,
+}
+
+/// Stamps the evidence no pass has used yet with `run_id` and sums it up.
+async fn claim_evidence(tx: &mut PgConnection, run_id: i64) -> Result<Claimed> {
     let proposals: Vec<(String, String)> = sqlx::query_as(
         "UPDATE centralcloud.proposals SET learning_run_id = $1
           WHERE status <> 'collecting' AND learning_run_id IS NULL
@@ -154,11 +171,6 @@ async fn learn_in_tx(
     .bind(run_id)
     .fetch_all(&mut *tx)
     .await?;
-    if proposals.is_empty() && metrics.is_empty() && reports.is_empty() {
-        tracing::debug!("learning pass: no new evidence");
-        return Ok(LearningReport::default());
-    }
-
     let mut evidence: BTreeMap<String, Evidence> = BTreeMap::new();
     for (agent, status) in &proposals {
         let e = evidence.entry(agent.clone()).or_default();
@@ -185,33 +197,37 @@ async fn learn_in_tx(
         e.pattern_success_sum += rate;
         patterns.insert(key.as_str());
     }
+    Ok(Claimed {
+        proposals: proposals.len() as u64,
+        metrics: metrics.len() as u64,
+        reports: reports.len() as u64,
+        patterns: patterns.len() as u64,
+        evidence,
+    })
+}
 
+async fn learn_in_tx(
+    pg: &Pgflow,
+    tx: &mut PgConnection,
+    settings: &Settings,
+    run_id: i64,
+    trace_id: Uuid,
+) -> Result<LearningReport> {
+    let claimed = claim_evidence(tx, run_id).await?;
+    let evidence = &claimed.evidence;
     let mut report = LearningReport {
         run_id: Some(run_id),
         trace_id: Some(trace_id),
-        proposals_seen: proposals.len() as u64,
-        metrics_seen: metrics.len() as u64,
-        pattern_reports_seen: reports.len() as u64,
-        patterns_processed: patterns.len() as u64,
+        proposals_seen: claimed.proposals,
+        metrics_seen: claimed.metrics,
+        pattern_reports_seen: claimed.reports,
+        patterns_processed: claimed.patterns,
         ..LearningReport::default()
     };
-    for (agent, ev) in &evidence {
-        let current = profiles::current(tx, agent).await?;
-        let learned = learn(&current.profile, ev, settings.learning_min_samples);
-        let moved = learned.thresholds_changed > 0
-            || (learned.profile.success_rate - current.profile.success_rate).abs() >= 1e-4;
-        if !moved && current.version > 0 {
-            continue;
-        }
-        let version = current.version + 1;
-        let evidence_json = serde_json::to_value(ev)?;
-        profiles::insert(tx, agent, version, &learned.profile, &evidence_json, run_id).await?;
-        report.thresholds_updated += learned.thresholds_changed;
-        report.profiles.push(UpdatedProfile {
-            agent_type: agent.clone(),
-            version,
-            profile: learned.profile,
-        });
+    update_profiles(tx, settings, run_id, evidence, &mut report).await?;
+    if evidence.is_empty() && report.profiles.is_empty() {
+        tracing::debug!("learning pass: no new evidence, no profile moved");
+        return Ok(LearningReport::default());
     }
     let promoted: Vec<String> = sqlx::query_scalar(
         "UPDATE centralcloud.patterns SET promoted_at = now(), promoted_by_run = $1
@@ -251,6 +267,75 @@ async fn learn_in_tx(
         "learning pass completed"
     );
     Ok(report)
+}
+
+/// What a profile version records of the pass that stored it.
+#[derive(Serialize)]
+struct Recorded<'a> {
+    #[serde(flatten)]
+    evidence: &'a Evidence,
+    /// The weighted outcomes the success rate came from.
+    outcomes: Outcomes,
+}
+
+/// Recomputes the profile of every agent type with new evidence or a stored
+/// profile, and stores those that moved (see the module docs of
+/// [`super`]): with new evidence by any amount, by ageing alone once the
+/// success rate moved at least [`DECAY_STEP`].
+async fn update_profiles(
+    tx: &mut PgConnection,
+    settings: &Settings,
+    run_id: i64,
+    evidence: &BTreeMap<String, Evidence>,
+    report: &mut LearningReport,
+) -> Result<()> {
+    let stored = profiles::all_current(tx).await?;
+    let weighted = outcomes::weighted(tx, settings.learning_half_life).await?;
+    let agents: BTreeSet<&String> = evidence.keys().chain(stored.keys()).collect();
+    let none = Evidence::default();
+    for agent in agents {
+        let current = stored.get(agent).cloned().unwrap_or(profiles::Versioned {
+            version: 0,
+            profile: profiles::default_profile(),
+        });
+        let ev = evidence.get(agent);
+        let outcomes = weighted.get(agent).copied().unwrap_or_default();
+        let learned = learn(
+            &current.profile,
+            ev.unwrap_or(&none),
+            &outcomes,
+            settings.learning_min_samples,
+        );
+        let rate_moved = (learned.profile.success_rate - current.profile.success_rate).abs();
+        let moved = match ev {
+            Some(_) => learned.thresholds_changed > 0 || rate_moved >= 1e-4 || current.version == 0,
+            None => rate_moved >= DECAY_STEP - 1e-9,
+        };
+        if !moved {
+            continue;
+        }
+        let version = current.version + 1;
+        let recorded = serde_json::to_value(Recorded {
+            evidence: ev.unwrap_or(&none),
+            outcomes,
+        })?;
+        profiles::insert(tx, agent, version, &learned.profile, &recorded, run_id).await?;
+        if ev.is_none() {
+            tracing::info!(
+                agent_type = %agent,
+                from = current.profile.success_rate,
+                to = learned.profile.success_rate,
+                "success rate moved as old outcomes aged"
+            );
+        }
+        report.thresholds_updated += learned.thresholds_changed;
+        report.profiles.push(UpdatedProfile {
+            agent_type: agent.clone(),
+            version,
+            profile: learned.profile,
+        });
+    }
+    Ok(())
 }
 
 /// Sends the profile updates and the completion report in `tx`.
@@ -303,26 +388,4 @@ async fn publish(
     pg.send_in_tx(tx, &queue(queues::LEARNING_LOOP_COMPLETED)?, &[msg], true)
         .await?;
     Ok(())
-}
-
-/// Runs a pass every `interval` until `shutdown`.
-pub async fn run_loop(
-    pg: Pgflow,
-    settings: Settings,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        match run_pass(&pg, &settings, Trigger::Interval).await {
-            Ok(r) if r.busy => tracing::debug!("learning pass skipped: another pass is running"),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %report(&e), "learning pass failed; retrying next interval")
-            }
-        }
-    }
 }

@@ -9,6 +9,8 @@ mod consensus;
 mod dlq;
 mod guardian;
 mod learning;
+mod learning_recovery;
+mod learning_schedule;
 mod patterns;
 mod senders;
 mod support;

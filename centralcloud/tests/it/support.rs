@@ -115,6 +115,13 @@ impl Harness {
             .push(tokio::spawn(engine.run(self.stop.clone())));
     }
 
+    /// Starts one more engine with `settings` (and uses them for the
+    /// engines started after it): a restart with a new configuration.
+    pub async fn spawn_engine_with(&mut self, settings: Settings) {
+        self.settings = settings;
+        self.spawn_engine().await;
+    }
+
     /// Stops every engine (centralcloud is down) until the next
     /// [`Harness::spawn_engine`].
     pub async fn pause(&mut self) {

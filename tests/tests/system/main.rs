@@ -3,12 +3,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod alert_rules;
+mod cluster;
 mod compose;
 mod consumer_kill;
 mod dashboard_browser;
 mod failures;
 mod genesis_flow;
 mod journey;
+mod learning;
 mod security;
 mod services;
 mod up;
