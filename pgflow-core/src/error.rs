@@ -24,6 +24,22 @@ pub enum Error {
     /// The queue does not exist in `pgflow.queues`.
     #[error("unknown queue {0:?} (list queues with `pgflow queues`; create it with `pgflow queue create {0}`)")]
     UnknownQueue(String),
+    /// A message for a targeted queue without a target: no consumer would
+    /// ever claim it.
+    #[error(
+        "queue {0:?} delivers each message to one instance: give the message a target (--target)"
+    )]
+    NoTarget(String),
+    /// A message for a targeted queue whose target never registered on it
+    /// (an instance registers when it first consumes the queue; one that is
+    /// only down stays registered).
+    #[error("no instance {target:?} has ever consumed queue {queue:?} (a typo? the view pgflow_subscribers lists the registered instances)")]
+    UnknownTarget {
+        /// The queue.
+        queue: String,
+        /// The target as given.
+        target: String,
+    },
     /// A payload larger than the configured limit.
     #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
     PayloadTooLarge {

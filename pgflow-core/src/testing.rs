@@ -136,6 +136,22 @@ impl TestDb {
         Ok(self.url_as(id))
     }
 
+    /// Registers each of `ids` on every targeted queue, as an instance's
+    /// consumers do when they start: sends to it are accepted from then on
+    /// (for tests that play an instance without running its consumers).
+    pub async fn register_targets(&self, ids: &[&str]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO pgflow.subscribers (queue_name, subscriber)
+             SELECT q.queue_name, i FROM pgflow.queues q, unnest($1::text[]) AS i
+              WHERE q.delivery = 'targeted'
+             ON CONFLICT (queue_name, subscriber) DO UPDATE SET last_seen = now()",
+        )
+        .bind(ids)
+        .execute(self.pgflow.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Creates a database on the shared server and migrates it.
     pub async fn new() -> Result<Self> {
         let server = server().await?;

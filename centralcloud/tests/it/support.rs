@@ -88,6 +88,7 @@ impl Harness {
     /// with its own connection pool.
     pub async fn start_n(settings: Settings, n: usize) -> Self {
         let t = TestDb::new().await.unwrap();
+        t.register_targets(&INSTANCES).await.unwrap();
         let cc = connect_as(&t, "centralcloud").await;
         let sing = connect_as(&t, "singularity").await;
         let mut h = Self {

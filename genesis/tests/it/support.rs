@@ -71,6 +71,9 @@ impl Harness {
     /// A fresh database, nobody consuming.
     pub async fn without_genesis() -> Self {
         let t = TestDb::new().await.unwrap();
+        t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+            .await
+            .unwrap();
         // Requests speak for ME: they are sent as ME's own role.
         let url = t.instance_url(ME, "singularity").await.unwrap();
         let singularity = Pgflow::connect(&url).await.unwrap();

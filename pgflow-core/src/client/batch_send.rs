@@ -54,7 +54,8 @@ impl BatchModes {
 /// caller then sends rows), and reported as not inserted when the same ids are
 /// already queued: as this batch (`batch_key`, a replay) or as rows (a
 /// replay after the batch was split). `$10` is the batch key ([`batch_key`]),
-/// `$11` the NOTIFY channel (notified only when the batch was inserted: a
+/// `$11` the NOTIFY channel. A targeted queue refuses a batch without a
+/// target or for one never registered (`refused`; migration 19). (notified only when the batch was inserted: a
 /// send that falls back to rows notifies there).
 macro_rules! batch_sql {
     ($tail:literal) => {
@@ -62,7 +63,10 @@ macro_rules! batch_sql {
             r#"
 WITH q AS (
     SELECT queue_name, delivery = 'broadcast' OR NOT batch_storage AS as_rows,
-           pgflow.default_source() AS default_source
+           pgflow.default_source() AS default_source,
+           delivery = 'targeted'
+               AND NOT EXISTS (SELECT 1 FROM pgflow.subscribers s
+                                WHERE s.queue_name = $1 AND s.subscriber = $2) AS refused
       FROM pgflow.queues WHERE queue_name = $1
 ), live AS (
     SELECT EXISTS (SELECT 1 FROM pgflow.messages m WHERE m.id = ANY($3::uuid[])) AS yes
@@ -81,12 +85,13 @@ WITH q AS (
                    FROM unnest($8::text[]) WITH ORDINALITY AS x(source, k) ORDER BY x.k),
            $9::text[]::json[]
       FROM q, s, live
-     WHERE NOT q.as_rows AND NOT live.yes
+     WHERE NOT q.as_rows AND NOT q.refused AND NOT live.yes
     ON CONFLICT (batch_key) DO NOTHING
     RETURNING n
 )
 SELECT (SELECT count(*) FROM q) AS queue_exists,
        coalesce((SELECT bool_or(as_rows) FROM q), false) AS as_rows,
+       coalesce((SELECT bool_or(refused) FROM q), false) AS refused,
        coalesce((SELECT sum(n) FROM ins), 0)::int8 AS inserted"#,
             $tail
         )
@@ -152,7 +157,7 @@ pub(crate) async fn insert_batch(
     // JSON text, stored as `json` (checked, not converted: see migration 15).
     let payloads: Vec<&str> = encoded.iter().map(|p| p.get()).collect();
     let first = &msgs[0];
-    let mut q = sqlx::query_as::<_, (i64, bool, i64)>(BATCH_SQL[usize::from(notify)])
+    let mut q = sqlx::query_as::<_, (i64, bool, bool, i64)>(BATCH_SQL[usize::from(notify)])
         .bind(queue.as_str())
         .bind(first.target.as_deref().unwrap_or(""))
         .bind(&ids)
@@ -166,9 +171,13 @@ pub(crate) async fn insert_batch(
     if notify {
         q = q.bind(NOTIFY_CHANNEL);
     }
-    let (queue_exists, as_rows, inserted) = q.fetch_one(&mut *conn).await?;
+    let (queue_exists, as_rows, refused, inserted) = q.fetch_one(&mut *conn).await?;
     if queue_exists == 0 {
         return Err(Error::UnknownQueue(queue.to_string()));
+    }
+    if refused {
+        let target = first.target.clone().unwrap_or_default();
+        return Err(super::send::refused_target(queue, target));
     }
     modes.learn(queue, !as_rows);
     if as_rows {

@@ -22,19 +22,29 @@ use crate::queue_name::QueueName;
 /// addressed to it, with an id derived from the message id and the
 /// subscriber (so a replay stays idempotent there too). A message without a
 /// source gets `pgflow.default_source()` (the login role; migration 17).
+/// On a targeted queue, a message without a target or for a target never
+/// registered on the queue refuses the whole statement (`refused` names the
+/// first; migration 19).
 macro_rules! insert_cte {
     ($conflict:literal) => {
         concat!(
             r#"
 WITH q AS (
-    SELECT queue_name, delivery = 'broadcast' AS fan_out, subscriber_ttl_ms,
-           pgflow.default_source() AS default_source
+    SELECT queue_name, delivery = 'broadcast' AS fan_out, delivery = 'targeted' AS targeted,
+           subscriber_ttl_ms, pgflow.default_source() AS default_source
       FROM pgflow.queues WHERE queue_name = $1
 ), u AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::int2[], $5::text[], $6::int4[], $7::uuid[],
                          $8::text[], $9::jsonb[], $10::float8[])
         WITH ORDINALITY AS u(id, target, priority, msg_type, schema_version, trace_id,
                              source, payload, delay_ms, ord)
+), refused AS (
+    SELECT u.target FROM u, q
+     WHERE q.targeted
+       AND (u.target = ''
+            OR NOT EXISTS (SELECT 1 FROM pgflow.subscribers s
+                            WHERE s.queue_name = q.queue_name AND s.subscriber = u.target))
+     ORDER BY u.ord LIMIT 1
 ), subs AS (
     SELECT s.subscriber
       FROM pgflow.subscribers s JOIN q ON s.queue_name = q.queue_name
@@ -52,6 +62,7 @@ WITH q AS (
            r.trace_id, coalesce(r.source, q.default_source), r.payload,
            CASE WHEN r.delay_ms > 0 THEN now() + r.delay_ms * interval '1 millisecond' ELSE now() END
       FROM r, q
+     WHERE NOT EXISTS (SELECT 1 FROM refused)
      ORDER BY r.ord, r.row_target
     "#,
             $conflict,
@@ -67,11 +78,12 @@ WITH q AS (
 /// whole batch (delivered at commit).
 macro_rules! insert_result {
     (plain) => {
-        "SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted"
+        "SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted,
+       (SELECT target FROM refused) AS refused"
     };
     (notify) => {
         "SELECT (SELECT count(*) FROM q) AS queue_exists, (SELECT count(*) FROM ins) AS inserted,
-       pg_notify($11, $1)::text AS notified"
+       (SELECT target FROM refused) AS refused, pg_notify($11, $1)::text AS notified"
     };
 }
 
@@ -262,7 +274,7 @@ pub(crate) async fn insert_messages(
         // Serialized once, by the check above; sent as they are.
         let payloads: Vec<_> = encoded.iter().map(|p| sqlx::types::Json(&**p)).collect();
         let run = |idempotent: bool| {
-            let mut q = sqlx::query_as::<_, (i64, i64)>(
+            let mut q = sqlx::query_as::<_, (i64, i64, Option<String>)>(
                 INSERT_SQL[usize::from(notify)][usize::from(idempotent)],
             )
             .bind(queue.as_str())
@@ -280,7 +292,7 @@ pub(crate) async fn insert_messages(
             }
             q
         };
-        let (queue_exists, inserted) = match mode {
+        let (queue_exists, inserted, refused) = match mode {
             Insert::Idempotent => run(true).fetch_one(&mut *conn).await?,
             Insert::Optimistic => match run(false).fetch_one(&mut *conn).await {
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
@@ -292,11 +304,27 @@ pub(crate) async fn insert_messages(
         if queue_exists == 0 {
             return Err(Error::UnknownQueue(queue.to_string()));
         }
+        if let Some(target) = refused {
+            return Err(refused_target(queue, target));
+        }
         metrics::counter!("pgflow_published_total", "queue" => queue.to_string())
             .increment(inserted.max(0) as u64);
         if (inserted as usize) < n {
             tracing::debug!(queue = %queue, duplicates = n - inserted as usize, "send skipped message ids that are already queued");
         }
         Ok(ids)
+    }
+}
+
+/// The error for a message the targeted `queue` refused: no target, or one
+/// that never registered on the queue.
+pub(crate) fn refused_target(queue: &QueueName, target: String) -> Error {
+    if target.is_empty() {
+        Error::NoTarget(queue.to_string())
+    } else {
+        Error::UnknownTarget {
+            queue: queue.to_string(),
+            target,
+        }
     }
 }

@@ -1,6 +1,9 @@
-//! Subscribers of broadcast queues: registration, liveness heartbeats and
-//! listing. A send to a broadcast queue copies the message once for every
-//! subscriber that is live at that moment (see the `subscribers` migration).
+//! Subscribers of broadcast and targeted queues: registration, liveness
+//! heartbeats and listing. A send to a broadcast queue copies the message
+//! once for every subscriber that is live at that moment (see the
+//! `subscribers` migration); a send to a targeted queue is refused for a
+//! target never registered there, and messages for a target gone too long
+//! are dead-lettered (migration 19).
 
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
@@ -66,6 +69,17 @@ impl Pgflow {
                 .await?
                 .rows_affected();
         Ok(n > 0)
+    }
+
+    /// Dead-letters the unleased messages of targeted `queue` whose target
+    /// has not been seen on it for the queue's `target_gone_after_ms`
+    /// (default 24 h), each with the reason; returns how many (0 on other
+    /// queues). A consumer of a targeted queue runs it with its heartbeat.
+    pub async fn expire_gone_targets(&self, queue: &QueueName) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT pgflow.expire_gone_targets($1)")
+            .bind(queue.as_str())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// The subscribers of `queue` (all queues when `None`), live or gone.

@@ -67,8 +67,10 @@ impl Consumer {
         if let Some(retry) = &cfg.retry {
             self.pg.set_retry_policy(&cfg.queue, retry).await?;
         }
+        // An instance consuming a broadcast or targeted queue registers
+        // there: broadcasts are copied to it, and sends to it are accepted.
         let heartbeat = match (self.delivery, &target) {
-            (DeliveryKind::Broadcast, Some(me)) => {
+            (DeliveryKind::Broadcast | DeliveryKind::Targeted, Some(me)) => {
                 self.pg.register_subscriber(&cfg.queue, me).await?;
                 Some(tokio::spawn(heartbeat(
                     self.pg.clone(),
@@ -293,11 +295,22 @@ async fn take_slots(
     slots.clone().acquire_owned().await.map_err(closed)
 }
 
-/// Keeps a broadcast subscriber live.
+/// Keeps a subscriber live; on a targeted queue it also dead-letters the
+/// messages of instances gone for longer than the queue allows
+/// ([`Pgflow::expire_gone_targets`]).
 async fn heartbeat(pg: Pgflow, cfg: Arc<ConsumerConfig>, me: String, stop: CancellationToken) {
     while sleep_or_cancel(HEARTBEAT, &stop).await {
         if let Err(e) = pg.register_subscriber(&cfg.queue, &me).await {
             tracing::warn!(queue = %cfg.queue, subscriber = %me, error = %report(&e), "subscriber heartbeat failed; retrying");
+        }
+        match pg.expire_gone_targets(&cfg.queue).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(queue = %cfg.queue, messages = n, "dead-lettered messages for instances gone too long");
+            }
+            Err(e) => {
+                tracing::warn!(queue = %cfg.queue, error = %report(&e), "expiring messages of gone instances failed; retrying");
+            }
         }
     }
 }

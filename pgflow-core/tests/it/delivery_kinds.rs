@@ -60,6 +60,12 @@ async fn targeted_messages_reach_only_their_instance() {
     let q = QueueName::new("consensus_results_queue").unwrap();
     let stop = CancellationToken::new();
     let (seen, states) = start_instances(&t.pgflow, &q, &stop);
+    // Each instance's consumer registers it on the queue; sends wait for that.
+    wait_for("3 registered instances", WAIT, || async {
+        let subs = t.pgflow.list_subscribers(Some(&q)).await.unwrap();
+        (subs.len() == 3).then_some(())
+    })
+    .await;
     for n in 0..9 {
         let to = INSTANCES[(n % 3) as usize];
         t.pgflow

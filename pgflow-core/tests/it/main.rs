@@ -24,4 +24,5 @@ mod roles_passwords;
 mod send_claim;
 mod spool;
 mod support;
+mod targets;
 mod tx_batch;

@@ -77,6 +77,9 @@ fn missing_database_url_is_a_usage_error() {
 #[tokio::test]
 async fn propose_prints_the_ids_and_status_shows_the_proposal() {
     let t = TestDb::new().await.unwrap();
+    t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+        .await
+        .unwrap();
     let url = t
         .instance_url("singularity_3", "singularity")
         .await

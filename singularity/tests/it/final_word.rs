@@ -45,6 +45,7 @@ async fn a_file_name_over_255_bytes_is_refused_at_submission_and_at_execution() 
             impact_score: 5.0,
             risk_score: 1.0,
             cost_factor: 1.0,
+            idempotency_key: None,
         },
     )
     .await;
@@ -181,6 +182,9 @@ async fn a_dead_lettered_execution_of_an_unapproved_proposal_leaves_it_to_consen
 #[tokio::test]
 async fn marking_failed_and_is_final_agree_on_every_state() {
     let t = TestDb::new().await.unwrap();
+    t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+        .await
+        .unwrap();
     let sing = t.connect_as("singularity").await.unwrap();
     let mut conn = sing.pool().acquire().await.unwrap();
     for state in ProposalState::ALL {

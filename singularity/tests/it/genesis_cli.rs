@@ -19,6 +19,9 @@ const ME: &str = "singularity_3";
 #[tokio::test]
 async fn genesis_commands_send_requests_and_print_their_ids() {
     let t = TestDb::new().await.unwrap();
+    t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+        .await
+        .unwrap();
     let url = t.instance_url(ME, "singularity").await.unwrap();
     let genesis = t.connect_as("genesis").await.unwrap();
     outcomes(&t, ME, "BugFixerAgent", &["a.rs"], 4, 1).await; // 0.8

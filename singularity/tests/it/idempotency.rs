@@ -146,6 +146,9 @@ async fn a_repeat_during_an_outage_is_answered_with_the_spooled_one() {
 #[tokio::test]
 async fn propose_with_the_same_key_prints_the_first_proposal() {
     let t = pgflow_core::testing::TestDb::new().await.unwrap();
+    t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+        .await
+        .unwrap();
     let url = t.url_as("singularity");
     let args = [
         "propose",

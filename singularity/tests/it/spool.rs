@@ -35,6 +35,9 @@ pub(crate) fn unreachable() -> Pgflow {
 #[tokio::test]
 async fn proposals_made_during_an_outage_are_spooled_then_submitted_in_order_once() {
     let t = TestDb::new().await.unwrap();
+    t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+        .await
+        .unwrap();
     let url = t
         .instance_url("singularity_1", "singularity")
         .await
@@ -162,6 +165,9 @@ async fn the_cli_spools_a_proposal_while_postgres_is_unreachable() {
 #[tokio::test]
 async fn a_spooled_entry_refused_for_its_content_is_dead_lettered_while_the_rest_replay() {
     let t = TestDb::new().await.unwrap();
+    t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+        .await
+        .unwrap();
     let pg = t.connect_as("singularity").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spool = SubmissionSpool::open(dir.path().join("ws.spool"), 10).unwrap();

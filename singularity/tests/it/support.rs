@@ -70,6 +70,12 @@ impl Env {
     /// Starts an instance with the test settings changed by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut ServiceArgs)) -> Self {
         let t = TestDb::new().await.unwrap();
+        t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+            .await
+            .unwrap();
+        t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+            .await
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut args = test_args("singularity_1", &dir.path().join("ws"));
         tweak(&mut args);
