@@ -61,13 +61,14 @@ impl Singularity {
     /// Connects, registers this instance on the broadcast queues (so every
     /// broadcast sent from now on reaches it), starts the consumers, the
     /// pattern miner and the status refresher, and serves the HTTP API.
-    /// Not ready until [`Singularity::announce_ready`].
+    /// Not ready until [`Singularity::announce_ready`]. `None` when
+    /// `shutdown` fired while it waited for the database.
     pub async fn start(
         db: &DatabaseArgs,
         http: &HttpArgs,
         args: &ServiceArgs,
         shutdown: CancellationToken,
-    ) -> Result<Self> {
+    ) -> Result<Option<Self>> {
         let needed = connections_needed(args);
         let mut db = db.clone();
         if db.pool_size < needed {
@@ -78,7 +79,10 @@ impl Singularity {
             );
             db.pool_size = needed;
         }
-        let rt = ServiceRuntime::start("singularity", &db, http, shutdown.clone()).await?;
+        let Some(rt) = ServiceRuntime::start("singularity", &db, http, shutdown.clone()).await?
+        else {
+            return Ok(None);
+        };
         let pg = rt.pgflow().clone();
         let inst = Arc::new(Instance::new(pg.clone(), args)?);
         for q in [&inst.queues.vote_requests, &inst.queues.profiles] {
@@ -170,12 +174,12 @@ impl Singularity {
             verify_cmd = inst.measurer.verify_cmd().unwrap_or("-"),
             "singularity started"
         );
-        Ok(Self {
+        Ok(Some(Self {
             rt,
             inst,
             consumers,
             tasks,
-        })
+        }))
     }
 
     /// The address of the HTTP server.
