@@ -11,8 +11,14 @@
 //! [`Held::lost`] token fires, the handler is stopped and its outcome is not
 //! settled (the new holder owns the message; the ack would be refused
 //! anyway, since every settlement is fenced).
+//!
+//! A transactional handler's message is [`set_settling`] while its ack
+//! commits: the keeper leaves it alone then, so an extension never waits
+//! on the ack's row locks (and never mistakes the acked message for a lost
+//! one).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +46,8 @@ pub(crate) struct Held {
     pub receipt: Receipt,
     /// Fires when an extension found the lease lost.
     pub lost: CancellationToken,
+    /// Its ack is being committed: not extended meanwhile.
+    pub settling: Arc<AtomicBool>,
 }
 
 impl Held {
@@ -47,7 +55,16 @@ impl Held {
         Held {
             receipt,
             lost: CancellationToken::new(),
+            settling: Arc::default(),
         }
+    }
+}
+
+/// Marks message `id` as being settled in its handler's transaction (`on`),
+/// or handled again (`!on`).
+pub(crate) fn set_settling(in_flight: &InFlight, id: Uuid, on: bool) {
+    if let Some(h) = in_flight.lock().ok().and_then(|m| m.get(&id).cloned()) {
+        h.settling.store(on, Ordering::SeqCst);
     }
 }
 
@@ -92,7 +109,7 @@ pub(crate) async fn keep(
             .lock()
             .map(|m| {
                 m.values()
-                    .filter(|h| !h.lost.is_cancelled())
+                    .filter(|h| !h.lost.is_cancelled() && !h.settling.load(Ordering::SeqCst))
                     .map(|h| h.receipt)
                     .collect()
             })

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::handler::TxHandler;
-use super::lease::lost_token;
+use super::lease::{lost_token, set_settling};
 use super::state::Count;
 use super::worker::{finished, guarded, handle_one, message_span, started, unless_lost, WorkerCtx};
 use crate::delivery::{Delivery, Receipt};
@@ -122,6 +122,9 @@ async fn run_batch(
             .await
             .map_err(|e| format!("message {}: {e}", d.id))?;
         took.push(start.elapsed());
+    }
+    for d in batch {
+        set_settling(&ctx.in_flight, d.id, true);
     }
     let receipts: Vec<Receipt> = batch.iter().map(Delivery::receipt).collect();
     let acks = ctx

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::completer::{Completion, PendingAcks};
 use super::handler::{Handler, HandlerError, HandlerResult, TxHandler};
-use super::lease::{lost_token, InFlight};
+use super::lease::{lost_token, set_settling, InFlight};
 use super::state::{ConsumerState, Count};
 use crate::client::Pgflow;
 use crate::delivery::Delivery;
@@ -188,7 +188,9 @@ async fn run_in_tx(
         .begin()
         .await
         .map_err(|e| HandlerError::retryable(format!("cannot begin transaction: {e}")))?;
+    set_settling(&ctx.in_flight, d.id, false);
     unless_lost(lost, guarded(ctx.timeout, h.handle(&mut tx, d))).await?;
+    set_settling(&ctx.in_flight, d.id, true);
     match ctx.pg.ack_in_tx(&mut tx, d.receipt()).await {
         Ok(()) => {}
         Err(Error::LeaseLost { .. }) => {
