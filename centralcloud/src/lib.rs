@@ -88,7 +88,11 @@ pub fn learn_summary(r: &learning::LearningReport) -> String {
 
 /// The service: ops server, engine, ready line, graceful shutdown.
 async fn run_service(cli: Cli, settings: Settings, shutdown: CancellationToken) -> Result<()> {
-    let rt = ServiceRuntime::start(SOURCE, &cli.db, &cli.http, shutdown.clone()).await?;
+    let Some(rt) = ServiceRuntime::start(SOURCE, &cli.db, &cli.http, shutdown.clone()).await?
+    else {
+        tracing::info!("shutdown requested while waiting for the database; centralcloud stopped");
+        return Ok(());
+    };
     let engine = Engine::new(rt.pgflow().clone(), settings)?;
     let board = engine.status_board();
     rt.ops().set_status_provider(move || board.to_json());

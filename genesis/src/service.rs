@@ -94,7 +94,10 @@ pub async fn serve(
         pool_size: db.pool_size.max(Genesis::connections_needed(&config)),
         ..db.clone()
     };
-    let rt = ServiceRuntime::start("genesis", &db, http, shutdown.clone()).await?;
+    let Some(rt) = ServiceRuntime::start("genesis", &db, http, shutdown.clone()).await? else {
+        tracing::info!("shutdown requested while waiting for the database; genesis stopped");
+        return Ok(());
+    };
     let detail = format!(
         "instance=genesis workers={} parallel={} timeout_ms={}",
         config.workers(),

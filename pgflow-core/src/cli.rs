@@ -52,12 +52,12 @@ pub enum Command {
     /// Statistics of one queue.
     Stats {
         /// Queue name.
-        queue: String,
+        queue: QueueName,
     },
     /// Live messages of a queue, in claim order.
     Pending {
         /// Queue name.
-        queue: String,
+        queue: QueueName,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -110,7 +110,7 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// Queue name.
-    pub queue: String,
+    pub queue: QueueName,
     /// The payload as JSON, or `-` for stdin.
     #[arg(value_name = "JSON")]
     pub payload: String,
@@ -138,7 +138,7 @@ pub enum DlqCommand {
     List {
         /// Only this queue.
         #[arg(long)]
-        queue: Option<String>,
+        queue: Option<QueueName>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -152,7 +152,7 @@ pub enum DlqCommand {
     Purge {
         /// Only this queue.
         #[arg(long)]
-        queue: Option<String>,
+        queue: Option<QueueName>,
     },
 }
 
@@ -173,10 +173,10 @@ pub enum QueueCommand {
     /// Create a queue (or update its settings).
     Create {
         /// Queue name.
-        name: String,
+        name: QueueName,
         /// competing, targeted or broadcast.
-        #[arg(long, default_value = "competing")]
-        delivery: String,
+        #[arg(long, default_value = "competing", value_parser = DeliveryKind::parse)]
+        delivery: DeliveryKind,
         /// Retries after the first attempt.
         #[arg(long, default_value_t = 3)]
         max_retries: u32,
@@ -198,7 +198,7 @@ pub enum QueueCommand {
     /// Show a queue's settings.
     Show {
         /// Queue name.
-        name: String,
+        name: QueueName,
     },
 }
 
@@ -211,7 +211,7 @@ pub fn database_url(flag: Option<&str>) -> Option<String> {
 
 fn require_url(url: Option<String>) -> Result<String> {
     url.ok_or_else(|| {
-        Error::Config(
+        Error::Usage(
             "no database URL: pass --database-url or set PGFLOW_DATABASE_URL \
              (or run `pgflow up` to start a private PostgreSQL)"
                 .into(),
@@ -219,13 +219,44 @@ fn require_url(url: Option<String>) -> Result<String> {
     })
 }
 
-fn read_payload(arg: &str) -> Result<String> {
-    if arg == "-" {
+/// The message `pgflow send` was asked to send: the payload (read from
+/// stdin for `-`) and the flags, checked before anything is sent. A payload
+/// that is not JSON or a flag out of range is a usage error.
+fn outgoing_message(args: &SendArgs) -> Result<OutgoingMessage> {
+    let text = if args.payload == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
-        Ok(s)
+        s
     } else {
-        Ok(arg.to_string())
+        args.payload.clone()
+    };
+    let payload: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Usage(format!("the payload is not valid JSON: {e}")))?;
+    let msg_type = args
+        .msg_type
+        .clone()
+        .or_else(|| {
+            payload
+                .get("type")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "message".into());
+    let mut msg = OutgoingMessage::new(msg_type, payload)
+        .priority(args.priority)
+        .source("pgflow-cli");
+    if let Some(d) = args.delay {
+        msg = msg.delay(d);
+    }
+    if let Some(t) = &args.target {
+        msg = msg.target(t.clone());
+    }
+    if let Some(t) = args.trace_id {
+        msg = msg.trace_id(t);
+    }
+    match msg.check_fields() {
+        Err(Error::InvalidMessage(why)) => Err(Error::Usage(format!("invalid message: {why}"))),
+        other => other.map(|()| msg),
     }
 }
 
@@ -242,11 +273,21 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
             result
         }
         Command::Dashboard(args) => {
+            args.config()?; // usage errors before connecting
             let pg = Pgflow::connect(&require_url(url)?).await?;
             pg.check_schema().await?;
             let result = dashboard::run(&pg, &args, shutdown).await;
             pg.close().await;
             result
+        }
+        Command::Send(args) => {
+            // Usage errors before connecting.
+            let msg = outgoing_message(&args)?;
+            let pg = Pgflow::connect(&require_url(url)?).await?;
+            pg.check_schema().await?;
+            let result = pg.send_with_notify(&args.queue, msg).await;
+            pg.close().await;
+            output::sent(cli.json, result?)
         }
         command => run_admin(&require_url(url)?, command, cli.json).await,
     }
@@ -287,54 +328,19 @@ async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> 
             output::done(json, &message, n as u64)
         }
         Command::Queues => output::queues(json, &pg.list_queues().await?),
-        Command::Stats { queue } => {
-            let q = QueueName::new(queue)?;
-            output::queues(json, &[pg.get_queue_stats(&q).await?])
-        }
+        Command::Stats { queue } => output::queues(json, &[pg.get_queue_stats(&queue).await?]),
         Command::Pending { queue, limit } => {
-            let q = QueueName::new(queue)?;
-            output::pending(json, &pg.list_pending_messages(&q, limit).await?)
-        }
-        Command::Send(args) => {
-            let q = QueueName::new(&args.queue)?;
-            let text = read_payload(&args.payload)?;
-            let payload: serde_json::Value = serde_json::from_str(&text)?;
-            let msg_type = args
-                .msg_type
-                .clone()
-                .or_else(|| {
-                    payload
-                        .get("type")
-                        .and_then(|t| t.as_str())
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "message".into());
-            let mut msg = OutgoingMessage::new(msg_type, payload)
-                .priority(args.priority)
-                .source("pgflow-cli");
-            if let Some(d) = args.delay {
-                msg = msg.delay(d);
-            }
-            if let Some(t) = args.target {
-                msg = msg.target(t);
-            }
-            if let Some(t) = args.trace_id {
-                msg = msg.trace_id(t);
-            }
-            let id = pg.send_with_notify(&q, msg).await?;
-            output::sent(json, id)
+            output::pending(json, &pg.list_pending_messages(&queue, limit).await?)
         }
         Command::Dlq(DlqCommand::List { queue, limit }) => {
-            let q = queue.map(QueueName::new).transpose()?;
-            output::dlq(json, &pg.list_dlq_messages(q.as_ref(), limit).await?)
+            output::dlq(json, &pg.list_dlq_messages(queue.as_ref(), limit).await?)
         }
         Command::Dlq(DlqCommand::Retry { id }) => {
             pg.retry_dlq_message(id).await?;
             output::done(json, &format!("message {id} is back on its queue"), 1)
         }
         Command::Dlq(DlqCommand::Purge { queue }) => {
-            let q = queue.map(QueueName::new).transpose()?;
-            let n = pg.purge_dlq(q.as_ref()).await?;
+            let n = pg.purge_dlq(queue.as_ref()).await?;
             output::done(json, &format!("purged {n} dead letters"), n)
         }
         Command::Archive(ArchiveCommand::Prune { older_than }) => {
@@ -350,8 +356,8 @@ async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> 
             retention,
             batch_storage,
         }) => {
-            let cfg = QueueConfig::new(QueueName::new(name)?)
-                .delivery(DeliveryKind::parse(&delivery)?)
+            let cfg = QueueConfig::new(name)
+                .delivery(delivery)
                 .retry(RetryPolicy {
                     max_retries,
                     base_delay_ms: retry_delay_ms,
@@ -364,11 +370,11 @@ async fn admin_command(pg: &Pgflow, command: Command, json: bool) -> Result<()> 
             output::queue_config(json, &cfg)
         }
         Command::Queue(QueueCommand::Show { name }) => {
-            let cfg = pg.queue_config(&QueueName::new(name)?).await?;
+            let cfg = pg.queue_config(&name).await?;
             output::queue_config(json, &cfg)
         }
-        Command::Up(_) | Command::Consume(_) | Command::Dashboard(_) => Err(Error::Config(
-            "`up` and `consume` are not admin commands".into(),
-        )),
+        Command::Up(_) | Command::Consume(_) | Command::Dashboard(_) | Command::Send(_) => Err(
+            Error::Config("`up`, `consume`, `dashboard` and `send` are not admin commands".into()),
+        ),
     }
 }

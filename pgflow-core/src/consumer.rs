@@ -10,6 +10,11 @@
 //!   ([`Wakeups`]), the poll interval passes, or shutdown is requested;
 //! * **workers** run the handler for one message each, under a timeout, with
 //!   panics caught (a panic or a timeout is a retryable failure);
+//! * the **lease keeper** ([`lease`](self)) claims for the queue's
+//!   visibility timeout and extends the leases of the messages being
+//!   handled several times per lease, so a crashed process's messages are
+//!   claimable again within one lease while a long handler keeps its own;
+//!   a lost lease stops the handler and its outcome is not settled;
 //! * the **completer** settles finished messages in batches: one
 //!   `ack_batch` and one `nack_batch` statement for everything that finished
 //!   meanwhile, while each handler still sees one message;
@@ -30,6 +35,7 @@
 mod completer;
 mod config;
 mod handler;
+mod lease;
 mod run;
 mod state;
 mod supervisor;
@@ -42,6 +48,7 @@ pub use async_trait::async_trait;
 pub use config::ConsumerConfig;
 pub(crate) use handler::decode_as;
 pub use handler::{handler_fn, typed, Handler, HandlerError, HandlerResult, TxHandler};
+pub use lease::EXTENSIONS_PER_LEASE;
 pub use state::{ConsumerState, StateSnapshot};
 pub use supervisor::Runtime;
 pub use wakeup::Wakeups;

@@ -93,6 +93,10 @@ pub enum Error {
     /// Invalid configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A command line the `pgflow` CLI cannot run as given (a bad argument
+    /// value, a missing database URL): it exits with status 2.
+    #[error("{0} (see `pgflow --help`)")]
+    Usage(String),
     /// An I/O error (spool files, temp directories).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

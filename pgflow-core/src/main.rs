@@ -28,7 +28,11 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", pgflow_core::error::report(e.as_ref()));
-            ExitCode::FAILURE
+            // The README's promise: 2 for a usage error (as clap's own), 1 otherwise.
+            match e.downcast_ref::<pgflow_core::Error>() {
+                Some(pgflow_core::Error::Usage(_)) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -152,6 +152,21 @@ impl OutgoingMessage {
         &self,
         max_payload_bytes: usize,
     ) -> Result<Box<serde_json::value::RawValue>> {
+        self.check_fields()?;
+        let encoded = serde_json::value::to_raw_value(&self.payload)?;
+        let size = encoded.get().len();
+        if size > max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                size,
+                limit: max_payload_bytes,
+            });
+        }
+        Ok(encoded)
+    }
+
+    /// Checks the envelope fields (type, source, target, delay) without
+    /// serializing the payload: [`Error::InvalidMessage`] names the field.
+    pub fn check_fields(&self) -> Result<()> {
         if self.msg_type.is_empty() || self.msg_type.len() > MAX_TYPE_LEN {
             return Err(Error::InvalidMessage(format!(
                 "type must be 1-{MAX_TYPE_LEN} characters, got {} characters",
@@ -170,15 +185,7 @@ impl OutgoingMessage {
         if self.delay > Duration::from_secs(365 * 24 * 3600) {
             return Err(Error::InvalidMessage("delay longer than a year".into()));
         }
-        let encoded = serde_json::value::to_raw_value(&self.payload)?;
-        let size = encoded.get().len();
-        if size > max_payload_bytes {
-            return Err(Error::PayloadTooLarge {
-                size,
-                limit: max_payload_bytes,
-            });
-        }
-        Ok(encoded)
+        Ok(())
     }
 }
 

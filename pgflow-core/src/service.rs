@@ -1,8 +1,9 @@
-//! What every service binary does around its own work: connect to the
-//! queue database, check that the schema is migrated, serve the ops
-//! endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`), sample queue
-//! depths into gauges, announce readiness with one line on stdout, and run
-//! until shutdown is requested.
+//! What every service binary does around its own work: serve the ops
+//! endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`), connect to the
+//! queue database (waiting for it while it is unavailable, see
+//! [`wait_db`]), check that the schema is migrated, sample queue depths
+//! into gauges, announce readiness with one line on stdout, and run until
+//! shutdown is requested.
 //!
 //! A service's `run` is, in short:
 //!
@@ -10,7 +11,9 @@
 //! # async fn run(db: pgflow_core::service::DatabaseArgs, http: pgflow_core::service::HttpArgs,
 //! #              shutdown: tokio_util::sync::CancellationToken) -> pgflow_core::Result<()> {
 //! use pgflow_core::service::ServiceRuntime;
-//! let rt = ServiceRuntime::start("genesis", &db, &http, shutdown).await?;
+//! let Some(rt) = ServiceRuntime::start("genesis", &db, &http, shutdown).await? else {
+//!     return Ok(()); // shutdown requested while waiting for the database
+//! };
 //! rt.announce_ready("instance=genesis"); // prints `genesis ready instance=genesis http=127.0.0.1:40123`
 //! rt.run_until_shutdown().await;
 //! # Ok(()) }
@@ -25,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{redact_url, Pgflow, PgflowOptions};
 use crate::error::Result;
 use crate::ops::{self, OpsState};
+
+pub mod wait_db;
 
 /// How long [`ServiceRuntime::stop`] waits for its background tasks (the
 /// ops server lets requests in progress finish) before aborting them.
@@ -166,6 +171,11 @@ pub fn announce_ready(service: &str, detail: &str) {
     println!("{service} ready {detail}");
 }
 
+/// Prints `<service> <what> http=<addr>`: a state line with the ops address.
+fn announce_ready_line(service: &str, what: &str, http_addr: SocketAddr) {
+    println!("{service} {what} http={http_addr}");
+}
+
 /// Waits for shutdown, then closes the pool.
 pub async fn run_until_shutdown(pg: Pgflow, shutdown: CancellationToken) {
     shutdown.cancelled().await;
@@ -187,33 +197,46 @@ pub struct ServiceRuntime {
 }
 
 impl ServiceRuntime {
-    /// Installs the metrics recorder, connects as `service` and checks the
-    /// schema, then starts the ops server on `http.http_addr`, the queue
-    /// depth sampler and the recorder's upkeep. The service is not ready
-    /// until [`ServiceRuntime::announce_ready`] (or [`ServiceRuntime::set_ready`]).
+    /// Installs the metrics recorder, starts the ops server on
+    /// `http.http_addr` and the recorder's upkeep, connects as `service`
+    /// (waiting while the database is unavailable: `/readyz` answers 503
+    /// with the reason meanwhile, see [`wait_db`]) and checks the schema,
+    /// then starts the queue depth sampler. The service is not ready until
+    /// [`ServiceRuntime::announce_ready`] (or [`ServiceRuntime::set_ready`]).
+    /// `None` when `shutdown` fired before the database answered (the
+    /// service should exit 0).
     pub async fn start(
         service: &str,
         db: &DatabaseArgs,
         http: &HttpArgs,
         shutdown: CancellationToken,
-    ) -> Result<Self> {
+    ) -> Result<Option<Self>> {
         let metrics = ops::install_recorder()?;
-        let pg = connect(service, db).await?;
-        let ops = OpsState::new(metrics.clone()).with_database(pg.clone());
+        let ops = OpsState::new(metrics.clone());
         let tasks_stop = shutdown.child_token();
         let (http_addr, server) =
             ops::serve(http.http_addr, ops.clone(), tasks_stop.clone()).await?;
-        let sampler = ops::spawn_depth_sampler(
-            pg.clone(),
-            Duration::from_millis(http.depth_sample_interval_ms),
-            tasks_stop.clone(),
-        );
         let upkeep = ops::prometheus::spawn_upkeep(
             metrics,
             ops::prometheus::DEFAULT_UPKEEP_INTERVAL,
             tasks_stop.clone(),
         );
-        Ok(Self {
+        let connected = wait_db::connect_waiting(service, db, &ops, http_addr, &shutdown).await;
+        let pg = match connected {
+            Ok(Some(pg)) => pg,
+            Ok(None) | Err(_) => {
+                tasks_stop.cancel();
+                let _ = tokio::time::timeout(STOP_GRACE, server).await;
+                return connected.map(|_| None);
+            }
+        };
+        ops.set_database(pg.clone());
+        let sampler = ops::spawn_depth_sampler(
+            pg.clone(),
+            Duration::from_millis(http.depth_sample_interval_ms),
+            tasks_stop.clone(),
+        );
+        Ok(Some(Self {
             service: service.to_string(),
             pg,
             ops,
@@ -221,7 +244,7 @@ impl ServiceRuntime {
             shutdown,
             tasks_stop,
             tasks: vec![server, sampler, upkeep],
-        })
+        }))
     }
 
     /// The database handle.

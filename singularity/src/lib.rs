@@ -87,7 +87,13 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
             let db = cli.db.ok_or_else(|| {
                 Error::Config("the service needs --database-url / PGFLOW_DATABASE_URL".into())
             })?;
-            let service = Singularity::start(&db, &cli.http, &cli.service, shutdown).await?;
+            let Some(service) = Singularity::start(&db, &cli.http, &cli.service, shutdown).await?
+            else {
+                tracing::info!(
+                    "shutdown requested while waiting for the database; singularity stopped"
+                );
+                return Ok(());
+            };
             service.announce_ready();
             service.run_until_shutdown().await
         }

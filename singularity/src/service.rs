@@ -65,13 +65,14 @@ impl Singularity {
     /// Connects, registers this instance on the broadcast queues (so every
     /// broadcast sent from now on reaches it), starts the consumers, the
     /// pattern miner and the status refresher, and serves the HTTP API.
-    /// Not ready until [`Singularity::announce_ready`].
+    /// Not ready until [`Singularity::announce_ready`]. `None` when
+    /// `shutdown` fired while it waited for the database.
     pub async fn start(
         db: &DatabaseArgs,
         http: &HttpArgs,
         args: &ServiceArgs,
         shutdown: CancellationToken,
-    ) -> Result<Self> {
+    ) -> Result<Option<Self>> {
         // Before anything else: an API beyond loopback needs a token.
         let tokens = args.api.tokens(http.http_addr)?;
         let needed = connections_needed(args);
@@ -84,7 +85,10 @@ impl Singularity {
             );
             db.pool_size = needed;
         }
-        let rt = ServiceRuntime::start("singularity", &db, http, shutdown.clone()).await?;
+        let Some(rt) = ServiceRuntime::start("singularity", &db, http, shutdown.clone()).await?
+        else {
+            return Ok(None);
+        };
         // Before the status provider and the routes exist: never served open.
         rt.ops().set_api_tokens(tokens);
         let pg = rt.pgflow().clone();
@@ -186,12 +190,12 @@ impl Singularity {
             verify_cmd = inst.measurer.verify_cmd().unwrap_or("-"),
             "singularity started"
         );
-        Ok(Self {
+        Ok(Some(Self {
             rt,
             inst,
             consumers,
             tasks,
-        })
+        }))
     }
 
     /// The address of the HTTP server.

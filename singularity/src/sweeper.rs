@@ -54,16 +54,25 @@ pub const STUCK: &str = "singularity_proposals_stuck";
 const BATCH: i64 = 100;
 /// Slack added to the execution budget (scheduling, commit, clock).
 const MARGIN: Duration = Duration::from_secs(30);
+/// The lease counted per attempt when the consumer follows the queue's
+/// visibility timeout (3 s on the design queues since migration 40; the
+/// seeds' 30 s bounds it for queues left at that).
+pub const LEASE_FALLBACK: Duration = Duration::from_secs(30);
 
 /// The longest a legitimate execution can take with these consumer
-/// settings: `max_retries + 1` attempts each running to its lease (the
-/// handler timeout plus the lease margin), plus the longest backoff before
-/// each retry, plus a margin of 30 s (scheduling, commit, clock).
-/// (`execution` is the execution queue, whose consumer these settings make.)
+/// settings: `max_retries + 1` attempts each running to its handler
+/// timeout and then to the end of a lease it no longer extends (the
+/// consumer's lease, or [`LEASE_FALLBACK`] when it follows the queue's
+/// visibility timeout), plus the longest backoff before each retry, plus a
+/// margin of 30 s (scheduling, commit, clock). (`execution` is the
+/// execution queue, whose consumer these settings make.)
 pub fn execution_budget(consumers: &ConsumerArgs, execution: &QueueName) -> Duration {
     let retry = consumers.retry();
-    let lease = consumers.consumer(execution.clone(), 1usize).lease();
-    let attempts = lease.saturating_mul(retry.max_retries.saturating_add(1));
+    let cfg = consumers.consumer(execution.clone(), 1usize);
+    let attempt = cfg
+        .timeout
+        .saturating_add(cfg.lease.unwrap_or(LEASE_FALLBACK));
+    let attempts = attempt.saturating_mul(retry.max_retries.saturating_add(1));
     let backoffs = (1..=retry.max_retries)
         .map(|n| retry.delay_bounds(n).1)
         .fold(Duration::ZERO, Duration::saturating_add);

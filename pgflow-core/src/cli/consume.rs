@@ -28,7 +28,7 @@ pub const EXEC_RETRY_STATUS: i32 = 75;
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// Queue name.
-    pub queue: String,
+    pub queue: QueueName,
     /// Handlers running at once.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
@@ -100,7 +100,7 @@ async fn exec(cmd: &str, input: String) -> std::result::Result<(), HandlerError>
 
 /// Runs the consumer until `shutdown` or `--max`.
 pub async fn run(pg: &Pgflow, args: ConsumeArgs, shutdown: CancellationToken) -> Result<()> {
-    let queue = QueueName::new(&args.queue)?;
+    let queue = args.queue.clone();
     let mut cfg = ConsumerConfig::new(queue.clone())
         .workers(args.workers)
         .batch_size(args.batch_size)

@@ -54,14 +54,14 @@ impl DashboardArgs {
     /// The dashboard configuration these arguments describe.
     pub fn config(&self) -> Result<DashboardConfig> {
         if self.alert_dlq_max < 0 {
-            return Err(Error::Config(format!(
+            return Err(Error::Usage(format!(
                 "--alert-dlq-max must be 0 or more, got {}",
                 self.alert_dlq_max
             )));
         }
         let token = self.token.clone().filter(|t| !t.trim().is_empty());
         if token.as_ref().is_some_and(|t| t.len() < 8) {
-            return Err(Error::Config(
+            return Err(Error::Usage(
                 "the dashboard token is shorter than 8 characters: use a long random one (e.g. `openssl rand -hex 16`)".into(),
             ));
         }

@@ -26,6 +26,7 @@
 //! * A service that dies on its own is reported in the view and restarted
 //!   (one-for-one, backoff 1 s doubling to 30 s).
 
+mod backoff;
 mod demo;
 mod procs;
 mod view;

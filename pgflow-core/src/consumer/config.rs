@@ -10,6 +10,10 @@ use crate::error::{Error, Result};
 use crate::queue_config::RetryPolicy;
 use crate::queue_name::QueueName;
 
+/// Shortest lease a consumer may ask for: the keeper extends it four times
+/// per period, and each extension is a round trip.
+const MIN_LEASE: Duration = Duration::from_millis(100);
+
 /// Settings of one consumer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerConfig {
@@ -34,9 +38,12 @@ pub struct ConsumerConfig {
     /// Time a handler may run for one message (`timeout_ms`); past it the
     /// attempt counts as a retryable failure. Default 30 s.
     pub timeout: Duration,
-    /// Lease = `timeout + lease_margin`, so a live handler never loses its
-    /// lease before its timeout. Default 5 s.
-    pub lease_margin: Duration,
+    /// The lease of a claim. `None` (the default) takes the queue's
+    /// visibility timeout. The lease is extended every
+    /// 1/[`EXTENSIONS_PER_LEASE`](super::EXTENSIONS_PER_LEASE) of it while
+    /// the handler runs, so it bounds how long a crashed consumer's
+    /// messages stay invisible, not how long a handler may run.
+    pub lease: Option<Duration>,
     /// This instance's name: targeted queues deliver the messages addressed
     /// to it; broadcast queues register it as a subscriber.
     pub instance: Option<String>,
@@ -74,7 +81,7 @@ impl ConsumerConfig {
             poll_interval: Duration::from_millis(1000),
             fetch_cooldown: Duration::from_millis(2),
             timeout: Duration::from_millis(30_000),
-            lease_margin: Duration::from_secs(5),
+            lease: None,
             instance: None,
             shutdown_timeout: Duration::from_secs(10),
             retry: None,
@@ -170,9 +177,10 @@ impl ConsumerConfig {
         self
     }
 
-    /// The lease taken per claim.
-    pub fn lease(&self) -> Duration {
-        self.timeout + self.lease_margin
+    /// Sets the lease of a claim (see [`ConsumerConfig::lease`]).
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.lease = Some(d);
+        self
     }
 
     /// Checks the settings; the error names the bad one.
@@ -197,6 +205,9 @@ impl ConsumerConfig {
         }
         if self.timeout.is_zero() {
             return bad("timeout must be > 0");
+        }
+        if self.lease.is_some_and(|l| l < MIN_LEASE) {
+            return bad("lease must be at least 100 ms");
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! The fetch loop of one consumer: claim at most the free worker slots,
 //! hand each message to a worker, sleep until woken, polled or cancelled;
-//! at shutdown drain in-flight work within the timeout and release the rest.
+//! meanwhile the lease keeper extends the leases of the messages being
+//! handled; at shutdown drain in-flight work within the timeout and release
+//! the rest.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::completer::{self, PendingAcks};
 use super::config::ConsumerConfig;
+use super::lease::{self, Held, InFlight};
 use super::state::ConsumerState;
 use super::tx_batch;
-use super::worker::{execute, HandlerKind, InFlight, WorkerCtx};
+use super::worker::{execute, HandlerKind, WorkerCtx};
 use crate::client::{ClaimOptions, Pgflow};
 use crate::error::{report, Error, Result};
 use crate::queue_config::DeliveryKind;
@@ -35,6 +38,9 @@ pub(crate) struct Consumer {
     pub state: Arc<ConsumerState>,
     pub wake: Arc<Notify>,
     pub delivery: DeliveryKind,
+    /// The lease of a claim: the queue's visibility timeout unless the
+    /// config sets one; extended while the handler runs.
+    pub lease: Duration,
 }
 
 /// The claim target for a queue of `kind` consumed as `instance`.
@@ -82,7 +88,7 @@ impl Consumer {
             _ => None,
         };
         let opts = ClaimOptions {
-            visibility_timeout: Some(cfg.lease()),
+            visibility_timeout: Some(self.lease),
             target,
         };
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -94,6 +100,16 @@ impl Consumer {
             self.state.clone(),
         ));
         let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
+        // The keeper outlives the fetch loops: draining handlers keep their leases.
+        let keeper_stop = CancellationToken::new();
+        let keeper = tokio::spawn(lease::keep(
+            self.pg.clone(),
+            cfg.queue.clone(),
+            self.lease,
+            in_flight.clone(),
+            self.state.clone(),
+            keeper_stop.clone(),
+        ));
         let ctx = WorkerCtx {
             pg: self.pg.clone(),
             handler: self.handler.clone(),
@@ -141,7 +157,7 @@ impl Consumer {
             }
             let left: Vec<_> = in_flight
                 .lock()
-                .map(|m| m.values().copied().collect())
+                .map(|m| m.values().map(|h| h.receipt).collect())
                 .unwrap_or_default();
             self.state.in_flight_delta(-(left.len() as i64));
             match self.pg.release(&left).await {
@@ -155,6 +171,8 @@ impl Consumer {
                 ),
             }
         }
+        keeper_stop.cancel();
+        let _ = keeper.await;
         drop(ctx);
         let _ = completer.await;
         if let Some(h) = heartbeat {
@@ -238,7 +256,7 @@ impl Consumer {
             }
             if let Ok(mut m) = ctx.in_flight.lock() {
                 for d in &batch {
-                    m.insert(d.id, d.receipt());
+                    m.insert(d.id, Held::new(d.receipt()));
                 }
             }
             match &ctx.handler {

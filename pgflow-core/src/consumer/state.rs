@@ -41,8 +41,8 @@ pub struct StateSnapshot {
     pub retried: u64,
     /// Messages moved to the DLQ.
     pub dead_lettered: u64,
-    /// Settlements refused because the lease had expired (the message is
-    /// delivered again).
+    /// Leases lost: an extension or a settlement found the lease expired
+    /// or taken over (the message is delivered again).
     pub lease_lost: u64,
     /// Times the supervisor restarted the consumer loop.
     pub restarts: u64,
@@ -85,7 +85,10 @@ impl ConsumerState {
             Count::Failed => (&self.failed, Some("pgflow_failed_total")),
             Count::Retried => (&self.retried, Some("pgflow_retried_total")),
             Count::DeadLettered => (&self.dead_lettered, Some("pgflow_dead_lettered_total")),
-            Count::LeaseLost => (&self.lease_lost, Some("pgflow_lease_lost_total")),
+            Count::LeaseLost => (
+                &self.lease_lost,
+                Some(crate::ops::prometheus::LEASE_LOST_TOTAL),
+            ),
             Count::Restarts => (&self.restarts, Some("pgflow_consumer_restarts_total")),
         };
         c.fetch_add(n, Ordering::Relaxed);

@@ -87,7 +87,8 @@ impl Runtime {
             c.cfg.validate()?;
             let qc = self.pg.queue_config(&c.cfg.queue).await?;
             claim_target(&c.cfg, qc.delivery)?;
-            plans.push((c, qc.delivery));
+            let lease = c.cfg.lease.unwrap_or(qc.visibility_timeout);
+            plans.push((c, qc.delivery, lease));
         }
         let (wakeups, listener) = match self.wakeups {
             Some(w) => (w, None),
@@ -97,7 +98,7 @@ impl Runtime {
             }
         };
         let mut set = JoinSet::new();
-        for (c, delivery) in plans {
+        for (c, delivery, lease) in plans {
             let (pg, wakeups, shutdown) = (self.pg.clone(), wakeups.clone(), shutdown.clone());
             set.spawn(async move {
                 let wake = wakeups.subscribe(c.cfg.queue.as_str());
@@ -108,6 +109,7 @@ impl Runtime {
                     state: c.state.clone(),
                     wake: wake.clone(),
                     delivery,
+                    lease,
                 })
                 .await
             });

@@ -12,6 +12,10 @@
 //! id before they are cut into batches, so that messages of one journey
 //! (the votes on one proposal, say) share a batch, and batches that touch
 //! the same rows take their locks in the same order.
+//!
+//! The lease keeper extends the leases of a batch's messages while its
+//! transaction runs, as for any message being handled; if one is lost the
+//! batch stops and is handled alone (the lost one is not settled).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +25,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::handler::TxHandler;
+use super::lease::{lost_token, set_settling};
 use super::state::Count;
-use super::worker::{finished, guarded, handle_one, message_span, started, WorkerCtx};
+use super::worker::{finished, guarded, handle_one, message_span, started, unless_lost, WorkerCtx};
 use crate::delivery::{Delivery, Receipt};
 use crate::error::report;
 
@@ -111,11 +116,15 @@ async fn run_batch(
     for d in batch {
         let start = Instant::now();
         let left = deadline.saturating_duration_since(start);
-        guarded(left, h.handle(&mut tx, d))
+        let lost = lost_token(&ctx.in_flight, d.id);
+        unless_lost(&lost, guarded(left, h.handle(&mut tx, d)))
             .instrument(message_span(d))
             .await
             .map_err(|e| format!("message {}: {e}", d.id))?;
         took.push(start.elapsed());
+    }
+    for d in batch {
+        set_settling(&ctx.in_flight, d.id, true);
     }
     let receipts: Vec<Receipt> = batch.iter().map(Delivery::receipt).collect();
     let acks = ctx

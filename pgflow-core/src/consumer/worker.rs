@@ -1,25 +1,27 @@
 //! Running the handler for one message: under a timeout, with panics caught,
 //! inside a tracing span with the queue, message id, type, trace id and
 //! attempt. The outcome goes to the completer; in transactional mode the
-//! ack is written here, in the handler's own transaction.
+//! ack is written here, in the handler's own transaction. A handler whose
+//! lease the keeper found lost ([`lease`](super::lease)) is stopped and its
+//! outcome is not settled.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::completer::{Completion, PendingAcks};
 use super::handler::{Handler, HandlerError, HandlerResult, TxHandler};
+use super::lease::{lost_token, set_settling, InFlight};
 use super::state::{ConsumerState, Count};
 use crate::client::Pgflow;
-use crate::delivery::{Delivery, Receipt};
+use crate::delivery::Delivery;
 use crate::error::{report, Error};
 
 /// The two kinds of handler a consumer can run.
@@ -28,9 +30,6 @@ pub(crate) enum HandlerKind {
     Plain(Arc<dyn Handler>),
     Tx(Arc<dyn TxHandler>),
 }
-
-/// Messages being handled now, by id (released at shutdown if unfinished).
-pub(crate) type InFlight = Arc<Mutex<HashMap<Uuid, Receipt>>>;
 
 /// Everything a worker needs besides its message.
 #[derive(Clone)]
@@ -69,6 +68,24 @@ pub(crate) async fn guarded(
             panic_message(p.as_ref())
         ))),
         Ok(Ok(r)) => r,
+    }
+}
+
+/// Runs `fut` unless or until `lost` fires (the lease keeper found the
+/// message's lease lost): then the handler is dropped mid-way and the
+/// outcome is a retryable failure that [`finished`] does not settle.
+pub(crate) async fn unless_lost(
+    lost: &CancellationToken,
+    fut: impl Future<Output = HandlerResult>,
+) -> HandlerResult {
+    let lost_err = || HandlerError::Retryable("lease lost while the handler ran".into());
+    if lost.is_cancelled() {
+        return Err(lost_err());
+    }
+    tokio::select! {
+        biased;
+        _ = lost.cancelled() => Err(lost_err()),
+        r = fut => r,
     }
 }
 
@@ -111,17 +128,20 @@ pub(crate) fn started(ctx: &WorkerCtx, d: &Delivery) {
 /// transactional mode); returns the outcome and the time it took.
 pub(crate) async fn handle_one(ctx: &WorkerCtx, d: &Delivery) -> (HandlerResult, Duration) {
     let start = Instant::now();
+    let lost = lost_token(&ctx.in_flight, d.id);
     let result = match &ctx.handler {
-        HandlerKind::Plain(h) => guarded(ctx.timeout, h.handle(d)).await,
-        HandlerKind::Tx(h) => run_in_tx(ctx, h.as_ref(), d).await,
+        HandlerKind::Plain(h) => unless_lost(&lost, guarded(ctx.timeout, h.handle(d))).await,
+        HandlerKind::Tx(h) => run_in_tx(ctx, h.as_ref(), d, &lost).await,
     };
     (result, start.elapsed())
 }
 
 /// Accounts for the outcome of `d` and queues its settlement (transactional
-/// successes are already acked).
+/// successes are already acked; a message whose lease was lost is not
+/// settled: its new holder owns it).
 pub(crate) fn finished(ctx: &WorkerCtx, d: &Delivery, result: HandlerResult, took: Duration) {
     let receipt = d.receipt();
+    let lost = lost_token(&ctx.in_flight, d.id).is_cancelled();
     metrics::histogram!("pgflow_handler_duration_seconds", "queue" => d.queue_name.clone())
         .record(took.as_secs_f64());
     ctx.state.add(Count::Processed, 1);
@@ -133,14 +153,18 @@ pub(crate) fn finished(ctx: &WorkerCtx, d: &Delivery, result: HandlerResult, too
         }
     }
     match result {
+        // Transactional handlers acked in their own transaction (fenced:
+        // an Ok here committed while the lease was held).
+        Ok(()) if matches!(ctx.handler, HandlerKind::Tx(_)) => {}
+        _ if lost => {
+            tracing::warn!("lease lost: the outcome is not settled; the message is delivered again")
+        }
         Err(e) => {
             let _ = ctx.done.send(Completion {
                 receipt,
                 failure: e.into_failure(),
             });
         }
-        // Transactional handlers acked in their own transaction.
-        Ok(()) if matches!(ctx.handler, HandlerKind::Tx(_)) => {}
         Ok(()) => ctx.acks.push(receipt),
     }
     if let Ok(mut m) = ctx.in_flight.lock() {
@@ -152,14 +176,21 @@ pub(crate) fn finished(ctx: &WorkerCtx, d: &Delivery, result: HandlerResult, too
 /// Transactional mode: begin, run the handler on the transaction, ack in
 /// it, commit. A failed handler rolls back (the nack goes to the completer);
 /// a lost lease rolls back the handler's writes too.
-async fn run_in_tx(ctx: &WorkerCtx, h: &dyn TxHandler, d: &Delivery) -> HandlerResult {
+async fn run_in_tx(
+    ctx: &WorkerCtx,
+    h: &dyn TxHandler,
+    d: &Delivery,
+    lost: &CancellationToken,
+) -> HandlerResult {
     let mut tx = ctx
         .pg
         .pool()
         .begin()
         .await
         .map_err(|e| HandlerError::retryable(format!("cannot begin transaction: {e}")))?;
-    guarded(ctx.timeout, h.handle(&mut tx, d)).await?;
+    set_settling(&ctx.in_flight, d.id, false);
+    unless_lost(lost, guarded(ctx.timeout, h.handle(&mut tx, d))).await?;
+    set_settling(&ctx.in_flight, d.id, true);
     match ctx.pg.ack_in_tx(&mut tx, d.receipt()).await {
         Ok(()) => {}
         Err(Error::LeaseLost { .. }) => {

@@ -42,7 +42,9 @@ pub type StatusProvider = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 #[derive(Clone)]
 pub struct OpsState {
     ready: Arc<AtomicBool>,
-    pg: Option<Pgflow>,
+    /// Why the service is not ready yet (e.g. waiting for the database).
+    waiting: Arc<RwLock<Option<String>>>,
+    pg: Arc<RwLock<Option<Pgflow>>>,
     metrics: PrometheusHandle,
     status: Arc<RwLock<Option<StatusProvider>>>,
     routes: Arc<RwLock<Option<Router>>>,
@@ -53,7 +55,7 @@ impl std::fmt::Debug for OpsState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpsState")
             .field("ready", &self.is_ready())
-            .field("database_check", &self.pg.is_some())
+            .field("database_check", &self.database().is_some())
             .field("status_provider", &self.status_provider().is_some())
             .field("extra_routes", &self.extra_routes().is_some())
             .field("api_tokens", &self.api_tokens().is_some())
@@ -67,7 +69,8 @@ impl OpsState {
     pub fn new(metrics: PrometheusHandle) -> Self {
         Self {
             ready: Arc::new(AtomicBool::new(false)),
-            pg: None,
+            waiting: Arc::new(RwLock::new(None)),
+            pg: Arc::new(RwLock::new(None)),
             metrics,
             status: Arc::new(RwLock::new(None)),
             routes: Arc::new(RwLock::new(None)),
@@ -98,9 +101,28 @@ impl OpsState {
 
     /// Makes `/readyz` also require `pg` to answer `SELECT 1` within
     /// [`READINESS_DB_TIMEOUT`].
-    pub fn with_database(mut self, pg: Pgflow) -> Self {
-        self.pg = Some(pg);
+    pub fn with_database(self, pg: Pgflow) -> Self {
+        self.set_database(pg);
         self
+    }
+
+    /// Sets (or replaces) the database `/readyz` checks, also while serving
+    /// (see [`OpsState::with_database`]).
+    pub fn set_database(&self, pg: Pgflow) {
+        *self.pg.write().unwrap_or_else(PoisonError::into_inner) = Some(pg);
+    }
+
+    fn database(&self) -> Option<Pgflow> {
+        self.pg
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets why the service is not ready yet (`/readyz` answers 503 with it
+    /// while the readiness flag is false); `None` clears it.
+    pub fn set_waiting(&self, reason: Option<String>) {
+        *self.waiting.write().unwrap_or_else(PoisonError::into_inner) = reason;
     }
 
     /// Serves `provider()` at `/status`.
@@ -165,9 +187,17 @@ impl OpsState {
     /// Why the service is not ready, or `None` when it is.
     pub async fn not_ready_reason(&self) -> Option<String> {
         if !self.is_ready() {
-            return Some("not ready: starting or shutting down".into());
+            let waiting = self
+                .waiting
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            return Some(match waiting {
+                Some(why) => format!("not ready: {why}"),
+                None => "not ready: starting or shutting down".into(),
+            });
         }
-        let pg = self.pg.as_ref()?;
+        let pg = self.database()?;
         let check = sqlx::query("SELECT 1").execute(pg.pool());
         match tokio::time::timeout(READINESS_DB_TIMEOUT, check).await {
             Ok(Ok(_)) => None,

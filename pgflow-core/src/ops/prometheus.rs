@@ -34,6 +34,16 @@ pub const DEAD_LETTERED_TOTAL: &str = "pgflow_dead_lettered_total";
 pub const SPOOLED_TOTAL: &str = "pgflow_spooled_total";
 /// Counter `{queue}`: consumer loops restarted after an error.
 pub const CONSUMER_RESTARTS_TOTAL: &str = "pgflow_consumer_restarts_total";
+/// Counter `{queue}`: message leases extended by the consumer's lease keeper
+/// (one per message per round).
+pub const LEASE_EXTENSIONS_TOTAL: &str = "pgflow_lease_extensions_total";
+/// Counter `{queue}`: lease-extension statements that failed (tried again
+/// on the keeper's next round).
+pub const LEASE_EXTENSION_ERRORS_TOTAL: &str = "pgflow_lease_extension_errors_total";
+/// Counter `{queue}`: leases lost by a consumer: an extension or a
+/// settlement found the lease expired or taken over (the message is
+/// delivered again).
+pub const LEASE_LOST_TOTAL: &str = "pgflow_lease_lost_total";
 /// Histogram `{queue}`: handler run time in seconds.
 pub const HANDLER_DURATION_SECONDS: &str = "pgflow_handler_duration_seconds";
 /// Histogram `{queue}`: time from send to the start of the handler, in seconds.
@@ -111,6 +121,18 @@ pub fn describe_metrics() {
         (
             CONSUMER_RESTARTS_TOTAL,
             "Consumer loops restarted after an error, by queue.",
+        ),
+        (
+            LEASE_EXTENSIONS_TOTAL,
+            "Message leases extended while their handler ran, by queue.",
+        ),
+        (
+            LEASE_EXTENSION_ERRORS_TOTAL,
+            "Lease-extension statements that failed (tried again), by queue.",
+        ),
+        (
+            LEASE_LOST_TOTAL,
+            "Leases lost (expired or taken over) while handling or settling, by queue.",
         ),
         (
             DEPTH_SAMPLE_ERRORS_TOTAL,

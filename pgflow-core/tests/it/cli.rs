@@ -122,7 +122,7 @@ async fn cli_errors_name_the_problem_and_exit_non_zero() {
         (&["send", "no_such_queue", "{}"], "unknown queue"),
         (
             &["send", "genesis_rule_updates", "{not json"],
-            "invalid JSON",
+            "not valid JSON",
         ),
         (
             &["stats", "Robert'); DROP TABLE pgflow.messages;--"],
@@ -152,4 +152,60 @@ async fn cli_errors_name_the_problem_and_exit_non_zero() {
         .await
         .unwrap();
     assert!(stderr(&o).contains("no database URL"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// The README: "the exit code is non-zero: 1 for a failed command, 2 for a
+/// usage error". Every argument the command line cannot run as given exits
+/// 2 with the reason, before anything is sent; a command that fails on the
+/// database's answer (an unknown queue, a missing dead letter) exits 1.
+#[tokio::test]
+async fn usage_errors_exit_2_and_failed_commands_exit_1() {
+    let t = db().await;
+    let url = t.url.as_str();
+    let bad_name = "Robert'); DROP TABLE pgflow.messages;--";
+    let q = "genesis_rule_updates";
+    let long_type = "t".repeat(300);
+    let usage: &[(&[&str], &str)] = &[
+        (&["stats", bad_name], "invalid queue name"),
+        (&["pending", "Bad-Queue"], "invalid queue name"),
+        (&["send", "9queue", "{}"], "invalid queue name"),
+        (&["dlq", "list", "--queue", "UPPER"], "invalid queue name"),
+        (&["dlq", "purge", "--queue", ""], "invalid queue name"),
+        (&["queue", "show", "a b"], "invalid queue name"),
+        (&["queue", "create", "x-y"], "invalid queue name"),
+        (&["consume", "no way"], "invalid queue name"),
+        (
+            &["queue", "create", "fine_q", "--delivery", "fanout"],
+            "unknown delivery kind",
+        ),
+        (&["send", q, "{not json"], "not valid JSON"),
+        (&["send", q, "{}", "--type", &long_type], "type must be"),
+        (&["send", q, "{}", "--target", ""], "target must be"),
+        (&["dlq", "retry", "not-a-uuid"], "invalid value"),
+        (
+            &["dashboard", "--dashboard-token", "short"],
+            "shorter than 8",
+        ),
+    ];
+    for (args, expected) in usage {
+        let o = pgflow(url, args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
+    }
+    // Nothing was sent or created by the refused commands.
+    let queue = pgflow_core::QueueName::new(q).unwrap();
+    assert_eq!(t.pgflow.get_queue_stats(&queue).await.unwrap().pending, 0);
+    let o = pgflow(url, &["queue", "show", "fine_q"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unknown queue"), "{}", stderr(&o));
+    // Usage errors need no database at all.
+    let o = pgflow("postgres://postgres@127.0.0.1:1/nowhere", &["stats", "A"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = pgflow(
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        &["send", q, "{oops"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

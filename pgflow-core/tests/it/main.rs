@@ -14,6 +14,7 @@ mod durability;
 mod fencing;
 mod floor;
 mod hot;
+mod lease_keeper;
 mod monitoring;
 mod ops;
 mod outage;

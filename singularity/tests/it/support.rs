@@ -94,7 +94,8 @@ impl Env {
         let shutdown = CancellationToken::new();
         let service = Singularity::start(&db, &http, &args, shutdown.clone())
             .await
-            .unwrap();
+            .unwrap()
+            .expect("started (no shutdown requested)");
         service.announce_ready();
         let inst = service.instance().clone();
         let addr = service.http_addr();

@@ -110,24 +110,100 @@ async fn services_refuse_an_unmigrated_database_with_the_fix() {
     }
 }
 
+/// A port where nothing listens (yet): bound once to pick it, then freed.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The test database's URL with its port replaced by `port`.
+fn url_on_port(t: &TestDb, port: u16) -> (String, std::net::SocketAddr) {
+    let opts: sqlx::postgres::PgConnectOptions = t.url.parse().unwrap();
+    let real = format!("{}:{}", opts.get_host(), opts.get_port());
+    let url = t.url.replacen(&real, &format!("127.0.0.1:{port}"), 1);
+    assert_ne!(url, t.url, "the test URL names {real}");
+    (url, real.parse().unwrap())
+}
+
+/// Makes the database reachable on `port`: a TCP proxy to `real` (the
+/// test server), started only now. Runs until the test ends.
+async fn open_database_on(port: u16, real: std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(real).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+}
+
+/// Started while PostgreSQL is unreachable, a service neither exits nor
+/// claims readiness: it serves /healthz, answers /readyz with 503 and the
+/// reason, and starts as soon as the database answers.
 #[tokio::test]
-async fn services_report_an_unreachable_database() {
+async fn services_wait_for_the_database_and_start_when_it_answers() {
+    let t = TestDb::new().await.unwrap();
     for (name, args) in SERVICES {
-        let mut s = Service::spawn(
-            name,
-            args,
-            &[(
-                "PGFLOW_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:1/none",
-            )],
-        );
-        s.wait_for_line("cannot connect to PostgreSQL", Duration::from_secs(30))
+        let port = free_port();
+        let (url, real) = url_on_port(&t, port);
+        let mut s = Service::spawn(name, args, &[("PGFLOW_DATABASE_URL", &url)]);
+        let line = s
+            .wait_for_line(
+                &format!("{name} waiting for the database"),
+                Duration::from_secs(30),
+            )
             .await;
-        let status = tokio::time::timeout(Duration::from_secs(15), s.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(status.code(), Some(1), "{name}");
+        let addr = http_addr_of(&line);
+        let r = get(addr, "/healthz").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{name}");
+        let r = get(addr, "/readyz").await;
+        assert_eq!(r.status, 503, "{name}: {}", r.body);
+        assert!(
+            r.body.contains("waiting for the database") && r.body.contains("cannot connect"),
+            "{name}: {}",
+            r.body
+        );
+        // Each failed attempt is logged with the next delay.
+        s.wait_for_line("retry_in", Duration::from_secs(30)).await;
+
+        open_database_on(port, real).await;
+        s.wait_for_line(&format!("{name} ready"), Duration::from_secs(30))
+            .await;
+        let r = get(addr, "/readyz").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ready"), "{name}");
+        assert_eq!(
+            s.terminate(Duration::from_secs(15)).await,
+            Some(0),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_service_waiting_for_the_database_exits_0_on_sigterm() {
+    for (name, args) in SERVICES {
+        let url = format!("postgres://postgres@127.0.0.1:{}/none", free_port());
+        let mut s = Service::spawn(name, args, &[("PGFLOW_DATABASE_URL", &url)]);
+        s.wait_for_line(
+            &format!("{name} waiting for the database"),
+            Duration::from_secs(30),
+        )
+        .await;
+        let asked = std::time::Instant::now();
+        assert_eq!(s.terminate(Duration::from_secs(5)).await, Some(0), "{name}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{name} took {:?}",
+            asked.elapsed()
+        );
     }
 }
 

@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
+use super::backoff::RestartBackoff;
+
 /// Lines of a child's output kept for error messages.
 const TAIL_LINES: usize = 20;
-/// Longest pause between two restarts of a crashing child.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How to run one service.
 #[derive(Debug, Clone)]
@@ -285,7 +285,8 @@ impl Supervised {
 
 /// Starts `spec`, waits for its ready line (`ready_timeout`), then keeps
 /// it running until `stop` fires: an unexpected exit is recorded and the
-/// service restarted after a backoff (1 s, doubling up to 30 s). On `stop`
+/// service restarted after a backoff ([`RestartBackoff`]: 1 s, doubling up
+/// to 30 s, back to 1 s after 30 s of healthy running). On `stop`
 /// the child gets SIGTERM, then SIGKILL after `grace`.
 pub async fn supervise(
     spec: Spec,
@@ -306,7 +307,9 @@ pub async fn supervise(
     let st = status.clone();
     let task = tokio::spawn(async move {
         let mut run = Some(run);
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = RestartBackoff::new();
+        backoff.ready(std::time::Instant::now());
+        let mut pause = Duration::ZERO;
         loop {
             if let Some(r) = run.as_mut() {
                 tokio::select! {
@@ -320,10 +323,11 @@ pub async fn supervise(
                     }
                     exit = r.child.wait() => {
                         let exit = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                        pause = backoff.exited(std::time::Instant::now());
                         eprintln!(
                             "pgflow up: {} exited unexpectedly ({exit}); restarting in {}; log {}",
                             spec.name,
-                            humantime::format_duration(backoff),
+                            humantime::format_duration(pause),
                             spec.log.display()
                         );
                         let mut s = lock(&st);
@@ -340,9 +344,8 @@ pub async fn supervise(
                     lock(&st).state = "stopped".into();
                     return;
                 }
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
             lock(&st).state = "starting".into();
             let started = tokio::select! {
                 // Dropping a half-started child kills it (kill_on_drop).
@@ -354,6 +357,7 @@ pub async fn supervise(
             };
             match started {
                 Ok((r, http)) => {
+                    backoff.ready(std::time::Instant::now());
                     let mut s = lock(&st);
                     s.state = "running".into();
                     s.pid = r.child.id();
@@ -362,7 +366,12 @@ pub async fn supervise(
                     run = Some(r);
                 }
                 Err(e) => {
-                    eprintln!("pgflow up: restarting {}: {e}", spec.name);
+                    pause = backoff.exited(std::time::Instant::now());
+                    eprintln!(
+                        "pgflow up: restarting {} in {}: {e}",
+                        spec.name,
+                        humantime::format_duration(pause)
+                    );
                     let mut s = lock(&st);
                     s.state = "restarting".into();
                     s.restarts += 1;
