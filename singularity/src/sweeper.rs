@@ -280,10 +280,11 @@ mod tests {
     fn the_budget_covers_every_attempt_and_backoff() {
         let q = QueueName::new(pgflow_core::protocol::queues::PROPOSALS_FOR_EXECUTION).unwrap();
         let c = ConsumerArgs::default();
-        // 4 attempts of 30 s + 5 s lease margin, backoffs of at most 1 + 2 + 4 s.
+        // 4 attempts of a 30 s handler timeout and a lease no longer
+        // extended (LEASE_FALLBACK), backoffs of at most 1 + 2 + 4 s.
         assert_eq!(
             execution_budget(&c, &q),
-            Duration::from_secs(4 * 35 + 7) + MARGIN
+            (Duration::from_secs(30) + LEASE_FALLBACK) * 4 + Duration::from_secs(7) + MARGIN
         );
         let none = ConsumerArgs {
             max_retries: 0,
@@ -291,7 +292,7 @@ mod tests {
         };
         assert_eq!(
             execution_budget(&none, &q),
-            Duration::from_secs(35) + MARGIN
+            Duration::from_secs(30) + LEASE_FALLBACK + MARGIN
         );
     }
 

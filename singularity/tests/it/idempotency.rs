@@ -149,7 +149,11 @@ async fn propose_with_the_same_key_prints_the_first_proposal() {
     t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
         .await
         .unwrap();
-    let url = t.url_as("singularity");
+    // The CLI runs as singularity_3 (crate::cli::run), logged in as its role.
+    let url = t
+        .instance_url("singularity_3", "singularity")
+        .await
+        .unwrap();
     let args = [
         "propose",
         "--agent-type",

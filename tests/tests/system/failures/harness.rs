@@ -32,6 +32,10 @@ pub struct Sys {
 impl Sys {
     /// Centralcloud and `n` instances (`singularity_1`..) on `t`.
     pub async fn start(t: TestDb, n: usize, vote_deadline_ms: u64) -> Self {
+        // Poison messages are sent to instances before they consume.
+        t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
+            .await
+            .unwrap();
         let mut sys = Self {
             t,
             ws: tempfile::tempdir().unwrap(),
