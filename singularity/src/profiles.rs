@@ -64,17 +64,16 @@ pub async fn active_with_history(
         Option<serde_json::Value>,
         Option<i32>,
         Option<String>,
-        i64,
-        i64,
-    ) = sqlx::query_as(
-        "SELECT sp.profile, sp.version, sp.source,
-                coalesce(h.applied, 0), coalesce(h.rolled_back, 0)
-           FROM (SELECT sum(applied)::int8 AS applied, sum(rolled_back)::int8 AS rolled_back
-                   FROM singularity.agent_history
-                  WHERE instance_id = $1 AND agent_type = $2) h
+        f64,
+        f64,
+    ) = sqlx::query_as(concat!(
+        "SELECT sp.profile, sp.version, sp.source, h.applied, h.rolled_back
+           FROM (",
+        crate::store::history_sql!(),
+        ") h
            LEFT JOIN singularity.safety_profiles sp
-                  ON sp.instance_id = $1 AND sp.agent_type = $2",
-    )
+                  ON sp.instance_id = $1 AND sp.agent_type = $2"
+    ))
     .bind(instance)
     .bind(agent_type)
     .fetch_one(conn)

@@ -238,40 +238,52 @@ pub async fn mark_failed(
     )
 }
 
-/// An agent type's record at one instance: changes kept vs rolled back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// An agent type's recent record at one instance: changes kept vs rolled
+/// back, each weighted by its age (halving every
+/// `singularity.history_half_life()`, one day by default; migration 51), so
+/// that old failures stop deciding votes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct History {
-    /// Applied and still in place.
-    pub applied: i64,
-    /// Applied, then rolled back.
-    pub rolled_back: i64,
+    /// Applied and still in place (weighted by age).
+    pub applied: f64,
+    /// Applied, then rolled back (weighted by age).
+    pub rolled_back: f64,
 }
 
 impl History {
-    /// Outcomes known.
-    pub fn outcomes(&self) -> i64 {
+    /// Recent outcomes (weighted by age).
+    pub fn outcomes(&self) -> f64 {
         self.applied + self.rolled_back
     }
 
-    /// Share of outcomes that were kept; `None` without outcomes.
+    /// Share of recent outcomes that were kept; `None` without outcomes.
     pub fn success_rate(&self) -> Option<f64> {
         let n = self.outcomes();
-        (n > 0).then(|| self.applied as f64 / n as f64)
+        (n > 0.0).then(|| self.applied / n)
     }
 }
 
-/// The history of `agent_type` at `instance` (counters kept by a trigger on
-/// every status change, migration 11: one row read, however many proposals).
+/// The statement reading an instance's recent history with an agent type
+/// (`$1` instance, `$2` agent type): the age-weighted counters of migration
+/// 51, one row per slot (migration 11), however many proposals. A macro so
+/// that other statements can embed it with `concat!`.
+macro_rules! history_sql {
+    () => {
+        "SELECT coalesce(sum(applied_w * singularity.history_decay(as_of)), 0)::float8 AS applied,
+            coalesce(sum(rolled_back_w * singularity.history_decay(as_of)), 0)::float8 AS rolled_back
+       FROM singularity.agent_history
+      WHERE instance_id = $1 AND agent_type = $2"
+    };
+}
+pub(crate) use history_sql;
+
+/// The recent history of `agent_type` at `instance`.
 pub async fn history(conn: &mut PgConnection, instance: &str, agent_type: &str) -> Result<History> {
-    let (applied, rolled_back): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(applied), 0)::int8, coalesce(sum(rolled_back), 0)::int8
-           FROM singularity.agent_history
-          WHERE instance_id = $1 AND agent_type = $2",
-    )
-    .bind(instance)
-    .bind(agent_type)
-    .fetch_one(conn)
-    .await?;
+    let (applied, rolled_back): (f64, f64) = sqlx::query_as(history_sql!())
+        .bind(instance)
+        .bind(agent_type)
+        .fetch_one(conn)
+        .await?;
     Ok(History {
         applied,
         rolled_back,
@@ -325,10 +337,10 @@ mod tests {
     fn history_success_rate() {
         assert_eq!(History::default().success_rate(), None);
         let h = History {
-            applied: 3,
-            rolled_back: 1,
+            applied: 3.0,
+            rolled_back: 1.0,
         };
-        assert_eq!(h.outcomes(), 4);
+        assert_eq!(h.outcomes(), 4.0);
         assert_eq!(h.success_rate(), Some(0.75));
     }
 }

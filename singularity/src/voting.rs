@@ -16,9 +16,12 @@
 //!    loop computes that rate from applied changes only (rejections are not
 //!    failures) and lets old outcomes age, so an agent type below the floor
 //!    is trusted again once its failures are old enough;
-//! 3. **own history**: once the instance has seen `SINGULARITY_MIN_HISTORY`
-//!    outcomes of the agent type (applied or rolled back), the share it kept
-//!    must reach the same floor.
+//! 3. **own history**: while the instance holds `SINGULARITY_MIN_HISTORY`
+//!    recent outcomes of the agent type (applied or rolled back, each
+//!    weighted by its age: halved every `singularity.history_half_life`,
+//!    one day by default, migration 51), the share it kept must reach the
+//!    same floor. Old failures age out of the count, so an agent type this
+//!    rule locked out is judged by its profile again.
 
 use std::sync::Arc;
 
@@ -53,6 +56,13 @@ pub fn tolerated_risk(profile: &ActiveProfile) -> f64 {
     (profile.profile.error_threshold * RISK_PER_ERROR_THRESHOLD).min(MAX_RISK)
 }
 
+/// Whether `recent` age-weighted outcomes reach `min`: compared to two
+/// decimals, so that outcomes minutes old (weighing 0.999...) still count
+/// as whole ones.
+fn enough(recent: f64, min: i64) -> bool {
+    (recent * 100.0).round() >= (min as f64) * 100.0
+}
+
 /// The vote on `req`, with its reason.
 pub fn decide(
     req: &VoteRequest,
@@ -85,21 +95,25 @@ pub fn decide(
         );
     }
     let own = match history.success_rate() {
-        Some(rate) if history.outcomes() >= policy.min_history => {
+        Some(rate) if enough(history.outcomes(), policy.min_history) => {
             if rate < floor {
                 return (
                     Vote::Reject,
                     format!(
-                        "this instance rolled back {} of {} changes of {agent} (kept {rate:.2}), below the floor {floor}",
+                        "this instance rolled back {:.1} of {:.1} recent changes of {agent} (weighted by age; kept {rate:.2}), below the floor {floor}",
                         history.rolled_back,
                         history.outcomes()
                     ),
                 );
             }
-            format!("{} of {} changes kept", history.applied, history.outcomes())
+            format!(
+                "{:.1} of {:.1} recent changes kept",
+                history.applied,
+                history.outcomes()
+            )
         }
         _ => format!(
-            "{} outcomes of {agent} so far, too few to judge",
+            "{:.1} recent outcomes of {agent}, too few to judge",
             history.outcomes()
         ),
     };
@@ -262,16 +276,16 @@ mod tests {
         assert_eq!(v, Vote::Reject);
         assert!(why.contains("success rate 0.5"), "{why}");
         let poor = History {
-            applied: 1,
-            rolled_back: 2,
+            applied: 1.0,
+            rolled_back: 2.0,
         };
         let (v, why) = decide(&request(1.0), &profile(0.95, 0.1), poor, &POLICY);
         assert_eq!(v, Vote::Reject);
-        assert!(why.contains("rolled back 2 of 3"), "{why}");
+        assert!(why.contains("rolled back 2.0 of 3.0 recent"), "{why}");
         // Too little history does not count.
         let short = History {
-            applied: 0,
-            rolled_back: 2,
+            applied: 0.0,
+            rolled_back: 2.0,
         };
         let (v, _) = decide(&request(1.0), &profile(0.95, 0.1), short, &POLICY);
         assert_eq!(v, Vote::Approve);

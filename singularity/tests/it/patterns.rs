@@ -43,8 +43,8 @@ async fn applied_changes_are_reported_once_and_rolled_back_ones_never() {
         ("old kept", "new kept")
     );
     assert!(p.code_pattern.description.contains("kept.txt"));
-    // One kept, one rolled back.
-    assert_eq!(p.success_rate, 0.5);
+    // One kept, one rolled back (weighted by their few seconds of age).
+    assert!((p.success_rate - 0.5).abs() < 1e-3, "{}", p.success_rate);
     assert_eq!(waiting(&env.t, queues::PATTERNS_FOR_AGGREGATOR).await, 0);
     assert!(env
         .proposal(kept.proposal_id)

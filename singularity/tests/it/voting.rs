@@ -148,7 +148,66 @@ async fn the_instances_own_history_counts_in_its_votes() {
     env.cc_request_vote(Uuid::now_v7(), 1.0).await;
     let (_, v) = next_vote(&env).await;
     assert_eq!(v.vote, Vote::Reject);
-    assert!(v.reason.contains("rolled back 2 of 2"), "{}", v.reason);
+    assert!(
+        v.reason.contains("rolled back 2.0 of 2.0 recent"),
+        "{}",
+        v.reason
+    );
+    env.stop().await;
+}
+
+/// The own-history rule does not lock an agent type out for good: its
+/// outcomes weigh less as they age (half-life one day by default), so once
+/// the failures are old the history no longer holds enough recent outcomes
+/// to decide, and the profile alone decides again (issue 16, point 11).
+#[tokio::test]
+async fn old_rollbacks_age_out_of_the_own_history() {
+    let env = Env::start_with(|a| a.min_history = 2).await;
+    for f in ["o1.txt", "o2.txt", "o3.txt"] {
+        let s = env.apply(f, "x").await;
+        sqlx::query("UPDATE singularity.proposals SET status = 'rolled_back' WHERE id = $1")
+            .bind(s.proposal_id)
+            .execute(env.t.pgflow.pool())
+            .await
+            .unwrap();
+    }
+    env.cc_request_vote(Uuid::now_v7(), 1.0).await;
+    let (_, v) = next_vote(&env).await;
+    assert_eq!(v.vote, Vote::Reject, "{}", v.reason);
+
+    // One day later (back-dated): 3 rollbacks weigh 1.5, under the minimum of 2.
+    sqlx::query("UPDATE singularity.agent_history SET as_of = as_of - interval '1 day'")
+        .execute(env.t.pgflow.pool())
+        .await
+        .unwrap();
+    env.cc_request_vote(Uuid::now_v7(), 1.0).await;
+    let (_, v) = next_vote(&env).await;
+    assert_eq!(v.vote, Vote::Approve, "{}", v.reason);
+    assert!(
+        v.reason
+            .contains("1.5 recent outcomes of BugFixerAgent, too few to judge"),
+        "{}",
+        v.reason
+    );
+
+    // A new rollback now counts in full, the old ones at their age.
+    let s = env.apply("o4.txt", "x").await;
+    sqlx::query("UPDATE singularity.proposals SET status = 'rolled_back' WHERE id = $1")
+        .bind(s.proposal_id)
+        .execute(env.t.pgflow.pool())
+        .await
+        .unwrap();
+    let (applied, rolled_back): (f64, f64) = sqlx::query_as(
+        "SELECT sum(applied_w * singularity.history_decay(as_of)),
+                sum(rolled_back_w * singularity.history_decay(as_of))
+           FROM singularity.agent_history WHERE instance_id = $1",
+    )
+    .bind(&env.inst.id)
+    .fetch_one(env.t.pgflow.pool())
+    .await
+    .unwrap();
+    assert!(applied.abs() < 0.01, "{applied}");
+    assert!((rolled_back - 2.5).abs() < 0.01, "{rolled_back}");
     env.stop().await;
 }
 
@@ -199,6 +258,10 @@ async fn history_counters_follow_every_status_change() {
     let h = singularity::store::history(&mut conn, &env.inst.id, "BugFixerAgent")
         .await
         .unwrap();
-    assert_eq!((h.applied, h.rolled_back), (1, 1));
+    // Recent outcomes: the same counts, weighted by their (here, no) age.
+    assert!(
+        (h.applied - 1.0).abs() < 0.01 && (h.rolled_back - 1.0).abs() < 0.01,
+        "{h:?}"
+    );
     env.stop().await;
 }
