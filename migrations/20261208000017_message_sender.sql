@@ -12,8 +12,8 @@
 --   stays). So an instance that logs in as its own role (`singularity_2`,
 --   a member of `singularity`) speaks only for itself, and the shared
 --   `singularity` role speaks only as `singularity`.
--- * It may not change the `source` of a queued message (no UPDATE
---   privilege on that column).
+-- * It may not change the `source` of a queued message, nor its payload,
+--   type, target or queue (UPDATE privilege only on the lease columns).
 -- * An unrestricted session (superuser, a role that bypasses row-level
 --   security, or the queue tables' owner: the operator running `pgflow`)
 --   may write any source; a send of its without one is marked
@@ -50,24 +50,25 @@ CREATE POLICY produce ON pgflow.batches FOR INSERT
     WITH CHECK (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_producible_queues))
                 AND sources <@ ARRAY[session_user::text]);
 
--- Every column but the source stays updatable by the service roles (a
--- claim, a nack and a lease extension update messages and batches).
-DO $$
-DECLARE
-    t text;
-    cols text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['messages', 'batches'] LOOP
-        SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position) INTO cols
-          FROM information_schema.columns
-         WHERE table_schema = 'pgflow' AND table_name = t
-           AND column_name NOT IN ('source', 'sources');
-        EXECUTE format('REVOKE UPDATE ON pgflow.%I FROM singularity, centralcloud, genesis', t);
-        EXECUTE format('GRANT UPDATE (%s) ON pgflow.%I TO singularity, centralcloud, genesis',
-                       cols, t);
-    END LOOP;
-END
-$$;
+-- A service role may update only what claiming and settling change (the
+-- lease, its expiry, attempts and the failure record), never what a
+-- message says or who it is from or for: before, a consumer of a queue
+-- could rewrite the payload of a message addressed to another instance.
+REVOKE UPDATE ON pgflow.messages, pgflow.batches FROM singularity, centralcloud, genesis;
+GRANT UPDATE (attempts, lease, claimed_at, visible_at, last_error, history)
+    ON pgflow.messages TO singularity, centralcloud, genesis;
+GRANT UPDATE (attempts, lease, claimed_at, visible_at)
+    ON pgflow.batches TO singularity, centralcloud, genesis;
+
+-- A restricted role dead-letters only messages it could have been handed:
+-- untargeted ones, or those addressed to itself. Before, an instance could
+-- insert a dead letter for another instance's execution (and so fail that
+-- instance's proposal, migration 30). Operators and SECURITY DEFINER
+-- maintenance (pgflow.expire_gone_targets) are not restricted.
+DROP POLICY dlq_write ON pgflow.dlq;
+CREATE POLICY dlq_write ON pgflow.dlq FOR INSERT
+    WITH CHECK (queue_name = ANY (ARRAY(SELECT queue_name FROM pgflow.my_consumable_queues))
+                AND (target = '' OR target = session_user));
 
 -- A login role for one member of a service role (an instance), created when
 -- missing: `pgflow init --instances` and `pgflow up` call it, so each
@@ -86,8 +87,12 @@ BEGIN
         RAISE EXCEPTION 'role % does not exist', p_group USING ERRCODE = 'undefined_object';
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = p_role) THEN
+        -- An existing role is used only if it already is a member: never
+        -- grant a group to a role made for something else (a service, an
+        -- operator) by naming it here.
         IF NOT pg_has_role(p_role, p_group, 'MEMBER') THEN
-            EXECUTE format('GRANT %I TO %I', p_group, p_role);
+            RAISE EXCEPTION 'role % exists and is not a member of %: choose another instance id', p_role, p_group
+                USING ERRCODE = 'invalid_parameter_value';
         END IF;
         RETURN false;
     END IF;

@@ -18,6 +18,19 @@
 ALTER TABLE pgflow.queues
     ADD COLUMN target_gone_after_ms bigint NOT NULL DEFAULT 86400000
         CHECK (target_gone_after_ms > 0);
+-- Instances that consumed targeted queues before this migration never
+-- registered there: every target of a queued message counts as registered
+-- now (seen now), so no message waiting for an instance that is only down
+-- is refused or expired after the upgrade.
+INSERT INTO pgflow.subscribers (queue_name, subscriber)
+SELECT DISTINCT t.queue_name, t.target
+  FROM (SELECT queue_name, target FROM pgflow.messages
+        UNION ALL
+        SELECT queue_name, target FROM pgflow.batches) t
+  JOIN pgflow.queues q ON q.queue_name = t.queue_name AND q.delivery = 'targeted'
+ WHERE t.target <> '' AND length(t.target) <= 100
+ON CONFLICT (queue_name, subscriber) DO NOTHING;
+
 COMMENT ON COLUMN pgflow.queues.target_gone_after_ms IS
     'Targeted queues: messages for an instance not seen for this long are dead-lettered.';
 
@@ -27,8 +40,13 @@ COMMENT ON COLUMN pgflow.queues.target_gone_after_ms IS
 -- (its holder settles it). Batch-stored messages are not looked at: a send
 -- stores a batch only for a registered target, and its claim turns it into
 -- rows.
+-- SECURITY DEFINER: the queue's consumers run it for every target, and a
+-- restricted role may dead-letter only its own messages (migration 17).
+-- What it removes is fixed here (the queue's own rule), not chosen by the
+-- caller.
 CREATE FUNCTION pgflow.expire_gone_targets(p_queue text) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
@@ -73,4 +91,5 @@ END
 $$;
 COMMENT ON FUNCTION pgflow.expire_gone_targets(text) IS
     'Dead-letters the unleased messages of a targeted queue whose target instance is gone (see target_gone_after_ms).';
+REVOKE ALL ON FUNCTION pgflow.expire_gone_targets(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgflow.expire_gone_targets(text) TO singularity, centralcloud, genesis;

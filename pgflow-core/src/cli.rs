@@ -102,7 +102,8 @@ pub struct InitArgs {
     /// ids, e.g. singularity_1,singularity_2), a member of `singularity`:
     /// each instance logs in as its own role, so the database records who
     /// sent each message and an instance cannot speak in another's name.
-    #[arg(long, env = "PGFLOW_INSTANCES", value_delimiter = ',')]
+    #[arg(long, env = "PGFLOW_INSTANCES", value_delimiter = ',',
+          value_parser = roles::parse_instance_id)]
     pub instances: Vec<String>,
 }
 
@@ -129,6 +130,12 @@ pub struct SendArgs {
     /// Trace id to carry (default: a new one).
     #[arg(long)]
     pub trace_id: Option<Uuid>,
+    /// Who the message is from. By default the database records it: your
+    /// login role, or `operator:<login>` for an unrestricted login (owner,
+    /// superuser), which consumers accept as speaking for any instance. A
+    /// restricted login (a service or instance role) may name only itself.
+    #[arg(long)]
+    pub source: Option<String>,
 }
 
 /// `pgflow dlq ...`
@@ -242,9 +249,10 @@ fn outgoing_message(args: &SendArgs) -> Result<OutgoingMessage> {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "message".into());
-    let mut msg = OutgoingMessage::new(msg_type, payload)
-        .priority(args.priority)
-        .source("pgflow-cli");
+    let mut msg = OutgoingMessage::new(msg_type, payload).priority(args.priority);
+    if let Some(s) = &args.source {
+        msg = msg.source(s.clone());
+    }
     if let Some(d) = args.delay {
         msg = msg.delay(d);
     }

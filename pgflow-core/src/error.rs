@@ -146,10 +146,13 @@ pub enum Error {
 
 impl Error {
     /// True when the error means the database is (probably temporarily)
-    /// unavailable: connection refused or reset, pool timeout, server shutting down.
+    /// unavailable: connection refused or reset, pool timeout, server
+    /// shutting down or starting. A server that answers and refuses (a
+    /// wrong password, an unknown role or database) is not: waiting would
+    /// not help.
     pub fn is_connection(&self) -> bool {
         match self {
-            Error::Unreachable { .. } => true,
+            Error::Unreachable { source, .. } => is_connection_error(source),
             Error::Database(e) => is_connection_error(e),
             _ => false,
         }

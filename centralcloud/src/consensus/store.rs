@@ -302,8 +302,21 @@ pub async fn finalize_on(
     if updated == 0 {
         return Ok(None);
     }
-    pg.send_in_tx(conn, &queue(queues::CONSENSUS_RESULTS)?, &[msg], true)
-        .await?;
+    match pg
+        .send_in_tx(conn, &queue(queues::CONSENSUS_RESULTS)?, &[msg], true)
+        .await
+    {
+        Ok(_) => {}
+        // A proposer that never consumed its results (it never ran, or an
+        // operator proposed in its name): the decision stands, nobody can
+        // receive it, and other proposals are decided as usual. (The send
+        // stored nothing and aborted nothing: the transaction goes on.)
+        Err(e @ (pgflow_core::Error::UnknownTarget { .. } | pgflow_core::Error::NoTarget(_))) => {
+            metrics::counter!("centralcloud_results_undeliverable_total").increment(1);
+            tracing::warn!(proposal_id = %p.proposal_id, instance_id = %p.instance_id, error = %e, "consensus decided, but the proposer cannot receive the result");
+        }
+        Err(e) => return Err(e),
+    }
     tracing::info!(
         proposal_id = %p.proposal_id,
         trace_id = %p.trace_id,

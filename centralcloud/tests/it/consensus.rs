@@ -331,3 +331,44 @@ async fn racing_engines_decide_each_proposal_exactly_once() {
     }
     h.stop().await;
 }
+
+/// A proposer that never consumed its results cannot receive the decision:
+/// the proposal is decided all the same, and it blocks no other decision.
+#[tokio::test]
+async fn a_proposer_that_cannot_receive_its_result_blocks_no_decision() {
+    let h = Harness::start(settings()).await;
+    h.subscribe(queues::CONSENSUS_VOTE_REQUESTS, &INSTANCES)
+        .await;
+    // singularity_9 never ran: an operator proposes in its name.
+    let ghost = proposal("singularity_9", "BugFixerAgent");
+    let msg = protocol::encode(&ghost).unwrap().source("singularity_9");
+    h.t.pgflow
+        .send(
+            &pgflow_core::QueueName::new(queues::PROPOSALS_FOR_CONSENSUS).unwrap(),
+            msg,
+        )
+        .await
+        .unwrap();
+    let real = proposal("singularity_1", "BugFixerAgent");
+    h.propose(&real).await;
+    wait_for("both recorded", TIMEOUT, || async {
+        let n: i64 = h
+            .scalar("SELECT count(*) FROM centralcloud.proposals")
+            .await;
+        (n == 2).then_some(())
+    })
+    .await;
+    sqlx::query("UPDATE centralcloud.proposals SET deadline = now() - interval '1 second'")
+        .execute(h.t.pgflow.pool())
+        .await
+        .unwrap();
+    wait_for("both decided", TIMEOUT, || async {
+        let n: i64 = h
+            .scalar("SELECT count(*) FROM centralcloud.proposals WHERE status <> 'collecting'")
+            .await;
+        (n == 2).then_some(())
+    })
+    .await;
+    take(&h.sing, queues::CONSENSUS_RESULTS, Some("singularity_1"), 1).await;
+    h.stop().await;
+}

@@ -167,5 +167,13 @@ async fn the_shared_role_cannot_speak_for_an_instance() {
             .await
             .expect_err("no UPDATE privilege on source");
     assert!(err.to_string().contains("permission denied"), "{err}");
+    // Nor what a message says (a consumer could rewrite a result addressed
+    // to another instance before).
+    let err = sqlx::query("UPDATE pgflow.messages SET payload = '{}' WHERE trace_id = $1")
+        .bind(ok)
+        .execute(h.cc.pool())
+        .await
+        .expect_err("no UPDATE privilege on payload");
+    assert!(err.to_string().contains("permission denied"), "{err}");
     h.stop().await;
 }

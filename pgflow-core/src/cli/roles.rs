@@ -39,6 +39,24 @@ pub const SERVICE_ROLES: [&str; 3] = ["singularity", "centralcloud", "genesis"];
 /// database records it as the sender of what it sends (migration 17).
 pub const INSTANCE_GROUP: &str = "singularity";
 
+/// Checks an instance id given as a role name (`[a-z][a-z0-9_]{0,62}`):
+/// clap's value parser for `pgflow init --instances`, so a bad one is a
+/// usage error (exit 2) before anything connects.
+pub fn parse_instance_id(s: &str) -> std::result::Result<String, String> {
+    let mut chars = s.chars();
+    let ok = s.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid instance id {s:?}: it names the instance's login role \
+             (1-63 lowercase letters, digits or '_', starting with a letter)"
+        ))
+    }
+}
+
 /// Creates the LOGIN role of each instance in `instances` (a member of
 /// [`INSTANCE_GROUP`]) that is missing; returns those created. An instance
 /// id must be a valid role name (`[a-z][a-z0-9_]{0,62}`).
@@ -189,6 +207,17 @@ pub async fn set_passwords_from_env(pool: &PgPool, instances: &[String]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_ids_are_role_names() {
+        assert_eq!(
+            parse_instance_id("singularity_2").as_deref(),
+            Ok("singularity_2")
+        );
+        for bad in ["", "Bad-Name", "2x", "x;drop", &"a".repeat(64)] {
+            assert!(parse_instance_id(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn variable_names() {

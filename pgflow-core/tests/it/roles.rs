@@ -114,7 +114,12 @@ async fn a_service_cannot_read_another_services_schema() {
 #[tokio::test]
 async fn consumers_run_under_their_roles_with_every_delivery_kind() {
     let t = db().await;
-    let sing = t.connect_as("singularity").await.unwrap();
+    // The instance logs in as its own role: it may dead-letter its copies.
+    let url = t
+        .instance_url("singularity_1", "singularity")
+        .await
+        .unwrap();
+    let sing = pgflow_core::Pgflow::connect(&url).await.unwrap();
     let cc = t.connect_as("centralcloud").await.unwrap();
     sing.check_schema().await.unwrap();
     let stop = CancellationToken::new();
@@ -245,15 +250,22 @@ async fn each_service_role_is_denied_the_queues_it_does_not_own() {
             .len(),
         1
     );
-    // Nor can Genesis reach the proposal row behind RLS with plain SQL.
+    // Nor can Genesis reach the proposal row behind RLS with plain SQL (a
+    // lease column, the only kind a service may update)...
     let touched = sqlx::query(
-        "UPDATE pgflow.messages SET priority = 9 WHERE queue_name = 'proposals_for_consensus_queue'",
+        "UPDATE pgflow.messages SET visible_at = now() WHERE queue_name = 'proposals_for_consensus_queue'",
     )
     .execute(genesis.pool())
     .await
     .unwrap()
     .rows_affected();
     assert_eq!(touched, 0);
+    // ...and what a message says no service may update at all.
+    let err = sqlx::query("UPDATE pgflow.messages SET priority = 9")
+        .execute(genesis.pool())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
 
     // Singularity cannot answer its own Genesis requests or claim Genesis's work.
     rls(sing

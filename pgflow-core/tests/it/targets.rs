@@ -159,3 +159,30 @@ async fn messages_for_an_instance_gone_too_long_are_dead_lettered_with_the_reaso
         .unwrap();
     assert_eq!(t.pgflow.expire_gone_targets(&q).await.unwrap(), 1);
 }
+
+/// A restricted role dead-letters only what is untargeted or addressed to
+/// itself: an instance cannot fabricate a dead letter for another's message.
+#[tokio::test]
+async fn an_instance_cannot_dead_letter_another_instances_message() {
+    let t = TestDb::new().await.unwrap();
+    let as_2 = pgflow_core::Pgflow::connect(
+        &t.instance_url("singularity_2", "singularity")
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let insert = |target: &'static str| {
+        sqlx::query(
+            "INSERT INTO pgflow.dlq (id, queue_name, target, priority, msg_type, schema_version,
+                                     trace_id, source, payload, attempts, error, history, enqueued_at)
+             VALUES (gen_random_uuid(), 'proposals_for_execution_queue', $1, 0, 'x', 1,
+                     gen_random_uuid(), 'singularity_2', '{}', 1, 'forged', '[]', now())",
+        )
+        .bind(target)
+        .execute(as_2.pool())
+    };
+    let err = insert("singularity_1").await.unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    insert("singularity_2").await.unwrap();
+}

@@ -110,6 +110,24 @@ async fn services_refuse_an_unmigrated_database_with_the_fix() {
     }
 }
 
+/// A server that answers and refuses the login (an unknown role) is not
+/// waited for: the service exits 1 with the server's reason.
+#[tokio::test]
+async fn services_refused_by_the_server_exit_instead_of_waiting() {
+    let t = TestDb::new().await.unwrap();
+    let url = t.url_as("no_such_role");
+    for (name, args) in SERVICES {
+        let mut s = Service::spawn(name, args, &[("PGFLOW_DATABASE_URL", &url)]);
+        s.wait_for_line("no_such_role", Duration::from_secs(30))
+            .await;
+        let status = tokio::time::timeout(Duration::from_secs(15), s.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "{name}");
+    }
+}
+
 /// A port where nothing listens (yet): bound once to pick it, then freed.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
