@@ -6,6 +6,7 @@ use pgflow_core::protocol::{
     self, queues, ConsensusVote, SafetyProfile, SafetyProfileUpdate, Vote,
 };
 use pgflow_core::testing::wait_for;
+use pgflow_core::Pgflow;
 use uuid::Uuid;
 
 use crate::support::{q, Env, DEADLINE};
@@ -263,5 +264,50 @@ async fn history_counters_follow_every_status_change() {
         (h.applied - 1.0).abs() < 0.01 && (h.rolled_back - 1.0).abs() < 0.01,
         "{h:?}"
     );
+    env.stop().await;
+}
+
+/// An instance's role sees and changes only its own rows: another
+/// instance's proposal (whose stored change the executor applies) is out of
+/// its reach (migration 52).
+#[tokio::test]
+async fn an_instance_cannot_touch_another_instances_rows() {
+    let env = Env::start().await;
+    let mine = env.propose("mine.txt", "x", 1.0).await;
+    let other = Pgflow::connect(
+        &env.t
+            .instance_url("singularity_2", "singularity")
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let changed = sqlx::query("UPDATE singularity.proposals SET change = 'evil' WHERE id = $1")
+        .bind(mine.proposal_id)
+        .execute(other.pool())
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(changed, 0);
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM singularity.proposals")
+        .fetch_one(other.pool())
+        .await
+        .unwrap();
+    assert_eq!(seen, 0);
+    let err = sqlx::query(
+        "INSERT INTO singularity.votes_cast
+             (proposal_id, instance_id, agent_type, vote, reason, trace_id)
+         VALUES (gen_random_uuid(), 'singularity_1', 'A', 'approve', 'forged', gen_random_uuid())",
+    )
+    .execute(other.pool())
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    // Its own instance still reads its proposal.
+    let own: i64 = sqlx::query_scalar("SELECT count(*) FROM singularity.proposals")
+        .fetch_one(env.sing.pool())
+        .await
+        .unwrap();
+    assert_eq!(own, 1);
     env.stop().await;
 }
