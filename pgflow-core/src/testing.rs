@@ -136,6 +136,12 @@ impl TestDb {
         Ok(self.url_as(id))
     }
 
+    /// A handle on this database logged in as instance `id`'s own role
+    /// (see [`TestDb::instance_url`]).
+    pub async fn connect_instance(&self, id: &str, group: &str) -> Result<Pgflow> {
+        Pgflow::connect(&self.instance_url(id, group).await?).await
+    }
+
     /// Registers each of `ids` on every targeted queue, as an instance's
     /// consumers do when they start: sends to it are accepted from then on
     /// (for tests that play an instance without running its consumers).

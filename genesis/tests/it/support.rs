@@ -75,8 +75,7 @@ impl Harness {
             .await
             .unwrap();
         // Requests speak for ME: they are sent as ME's own role.
-        let url = t.instance_url(ME, "singularity").await.unwrap();
-        let singularity = Pgflow::connect(&url).await.unwrap();
+        let singularity = t.connect_instance(ME, "singularity").await.unwrap();
         Self {
             t,
             singularity,

@@ -115,11 +115,10 @@ async fn a_service_cannot_read_another_services_schema() {
 async fn consumers_run_under_their_roles_with_every_delivery_kind() {
     let t = db().await;
     // The instance logs in as its own role: it may dead-letter its copies.
-    let url = t
-        .instance_url("singularity_1", "singularity")
+    let sing = t
+        .connect_instance("singularity_1", "singularity")
         .await
         .unwrap();
-    let sing = pgflow_core::Pgflow::connect(&url).await.unwrap();
     let cc = t.connect_as("centralcloud").await.unwrap();
     sing.check_schema().await.unwrap();
     let stop = CancellationToken::new();

@@ -165,13 +165,10 @@ async fn messages_for_an_instance_gone_too_long_are_dead_lettered_with_the_reaso
 #[tokio::test]
 async fn an_instance_cannot_dead_letter_another_instances_message() {
     let t = TestDb::new().await.unwrap();
-    let as_2 = pgflow_core::Pgflow::connect(
-        &t.instance_url("singularity_2", "singularity")
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let as_2 = t
+        .connect_instance("singularity_2", "singularity")
+        .await
+        .unwrap();
     let insert = |target: &'static str| {
         sqlx::query(
             "INSERT INTO pgflow.dlq (id, queue_name, target, priority, msg_type, schema_version,

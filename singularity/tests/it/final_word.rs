@@ -186,11 +186,10 @@ async fn marking_failed_and_is_final_agree_on_every_state() {
         .await
         .unwrap();
     // As the instance's own role: it sees its own rows only (migration 52).
-    let url = t
-        .instance_url("singularity_1", "singularity")
+    let sing = t
+        .connect_instance("singularity_1", "singularity")
         .await
         .unwrap();
-    let sing = pgflow_core::Pgflow::connect(&url).await.unwrap();
     let mut conn = sing.pool().acquire().await.unwrap();
     for state in ProposalState::ALL {
         let id = Uuid::now_v7();

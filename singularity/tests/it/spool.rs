@@ -38,11 +38,10 @@ async fn proposals_made_during_an_outage_are_spooled_then_submitted_in_order_onc
     t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
         .await
         .unwrap();
-    let url = t
-        .instance_url("singularity_1", "singularity")
+    let pg = t
+        .connect_instance("singularity_1", "singularity")
         .await
         .unwrap();
-    let pg = Pgflow::connect(&url).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("ws.spool");
     let dead = unreachable();
@@ -168,11 +167,10 @@ async fn a_spooled_entry_refused_for_its_content_is_dead_lettered_while_the_rest
     t.register_targets(&["singularity_1", "singularity_2", "singularity_3"])
         .await
         .unwrap();
-    let url = t
-        .instance_url("singularity_1", "singularity")
+    let pg = t
+        .connect_instance("singularity_1", "singularity")
         .await
         .unwrap();
-    let pg = Pgflow::connect(&url).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spool = SubmissionSpool::open(dir.path().join("ws.spool"), 10).unwrap();
     let dead = unreachable();

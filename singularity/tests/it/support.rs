@@ -102,9 +102,7 @@ impl Env {
         let task = tokio::spawn(service.run_until_shutdown());
         let cc = t.connect_as("centralcloud").await.unwrap();
         // What the test sends in the instance's name, it sends as the instance's role.
-        let sing = Pgflow::connect(&t.instance_url(&inst.id, "singularity").await.unwrap())
-            .await
-            .unwrap();
+        let sing = t.connect_instance(&inst.id, "singularity").await.unwrap();
         Self {
             cc,
             sing,

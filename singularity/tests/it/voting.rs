@@ -6,7 +6,6 @@ use pgflow_core::protocol::{
     self, queues, ConsensusVote, SafetyProfile, SafetyProfileUpdate, Vote,
 };
 use pgflow_core::testing::wait_for;
-use pgflow_core::Pgflow;
 use uuid::Uuid;
 
 use crate::support::{q, Env, DEADLINE};
@@ -274,14 +273,11 @@ async fn history_counters_follow_every_status_change() {
 async fn an_instance_cannot_touch_another_instances_rows() {
     let env = Env::start().await;
     let mine = env.propose("mine.txt", "x", 1.0).await;
-    let other = Pgflow::connect(
-        &env.t
-            .instance_url("singularity_2", "singularity")
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let other = env
+        .t
+        .connect_instance("singularity_2", "singularity")
+        .await
+        .unwrap();
     let changed = sqlx::query("UPDATE singularity.proposals SET change = 'evil' WHERE id = $1")
         .bind(mine.proposal_id)
         .execute(other.pool())
